@@ -1,0 +1,58 @@
+"""Callbacks asrkit adds to Lightning's own: speech throughput."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class SpeechThroughput(L.Callback):
+    """Training samples/s and audio-seconds/s over all ranks, excluding warm-up and evaluation.
+
+    The clock runs from the end of one training batch to the end of the next, so data loading,
+    forward, backward and the optimizer step are all counted; the first ``warmup_steps`` optimizer steps
+    (compilation, allocator growth, worker start-up) and the time spent in validation are not.
+    """
+
+    def __init__(self, warmup_steps: int = 10, log_every_n_steps: int = 50) -> None:
+        if warmup_steps < 0 or log_every_n_steps < 1:
+            raise ValueError("throughput: warmup_steps must be >= 0 and log_every_n_steps >= 1")
+        self.warmup_steps = warmup_steps
+        self.log_every_n_steps = log_every_n_steps
+        self.seconds = self.samples = self.audio_seconds = 0.0
+        self._batches = 0
+        self._last: float | None = None
+        self.summary: dict[str, float] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any,
+                           batch: dict[str, Any] | None, batch_idx: int) -> None:  # fmt: skip
+        now = time.perf_counter()
+        self._batches += 1
+        if batch is not None and self._last is not None and trainer.global_step > self.warmup_steps:
+            self.seconds += now - self._last
+            self.samples += batch["num_samples"] * trainer.world_size
+            self.audio_seconds += batch["audio_seconds"] * trainer.world_size
+            if self._batches % self.log_every_n_steps == 0:
+                module.log_dict(self._rates(), rank_zero_only=True)
+        self._last = now
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._last = None  # the next interval would contain the evaluation
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        totals = torch.tensor([self.seconds, self.samples, self.audio_seconds], dtype=torch.float64)
+        self.seconds, self.samples, self.audio_seconds = (
+            trainer.strategy.reduce(totals, reduce_op="mean").tolist()
+            if trainer.world_size > 1
+            else totals.tolist()
+        )
+        self.summary = self._rates() if self.seconds > 0 else {}
+
+    def _rates(self) -> dict[str, float]:
+        return {
+            "throughput/samples_per_second": self.samples / self.seconds,
+            "throughput/audio_seconds_per_second": self.audio_seconds / self.seconds,
+        }

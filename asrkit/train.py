@@ -1,0 +1,98 @@
+"""train(cfg): build the datamodule, module, callbacks, loggers and trainer; fit; test; export."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
+from omegaconf import DictConfig, OmegaConf
+
+from asrkit import hardware
+from asrkit.callbacks import SpeechThroughput
+from asrkit.data.datamodule import derive_accumulation
+from asrkit.export import write_model_card
+
+log = logging.getLogger(__name__)
+
+
+def _build(name: str, node: DictConfig, **kwargs: Any) -> Any:
+    log.info("%s: %s", name, node._target_)
+    return instantiate(node, **kwargs)
+
+
+def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule,
+          ckpt_path: str | None, when: str) -> dict[str, float]:  # fmt: skip
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+    scores = {key.removeprefix("test/"): value for key, value in results.items()}
+    log.info("test %s training: WER %.2f%% (raw %.2f%%), CER %.2f%% on %d utterances", when,
+             scores["wer"], scores["wer_raw"], scores["cer"], scores["num_samples"])  # fmt: skip
+    return scores
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one training job; return the best validation WER (what sweeps minimise)."""
+    out = Path(cfg.paths.output_dir)
+    if (
+        logging.getLogger().hasHandlers()
+    ):  # Hydra's console + file logging: Lightning's own handler would repeat
+        logging.getLogger("lightning").handlers.clear()
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("float32_matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+
+    module: L.LightningModule = _build("model", cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+    datamodule: L.LightningDataModule = _build("data", cfg.data, collator=module.collator)
+    callbacks = [_build(f"callbacks.{name}", node) for name, node in cfg.callbacks.items() if node]
+    loggers = [_build(f"logger.{name}", node) for name, node in cfg.logger.items() if node]
+    accumulation = derive_accumulation(
+        cfg.data.global_batch_size, cfg.data.per_device_batch_size, hardware.world_size(cfg.hw)
+    )
+    trainer: L.Trainer = _build(
+        "trainer",
+        cfg.trainer,
+        **hardware.trainer_kwargs(cfg.hw),
+        callbacks=callbacks,
+        logger=loggers,
+        accumulate_grad_batches=accumulation,
+        val_check_interval=cfg.trainer.val_check_interval * accumulation,  # given in optimizer steps
+    )
+    if cfg.hw.get("reuse_freed_memory") and isinstance(trainer.accelerator, CPUAccelerator):
+        hardware.reuse_freed_memory()
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    results: dict[str, Any] = {}
+    if cfg.test_before_training and cfg.data.test_split and not cfg.ckpt_path:
+        results["test_before"] = _test(trainer, module, datamodule, None, "before")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state, to resume or extend
+
+    best = next(
+        (cb for cb in callbacks if isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) and cb.monitor), None
+    )
+    best_path = best.best_model_path if best is not None else ""
+    if not best_path:
+        log.warning(
+            "no validation ran, so there is no best checkpoint: testing and exporting the last weights"
+        )
+    results.update(global_step=trainer.global_step, best_checkpoint=best_path or None)
+    if best is not None and best.best_model_score is not None:
+        results["best_val_wer"] = float(best.best_model_score)
+    throughput = next((cb.summary for cb in callbacks if isinstance(cb, SpeechThroughput)), {})
+    results["throughput"] = {key.split("/")[-1]: value for key, value in throughput.items()}
+    if cfg.data.test_split:
+        results["test"] = _test(trainer, module, datamodule, best_path or None, "after")
+
+    if trainer.is_global_zero:
+        if cfg.export:
+            module.export(out / "export")
+            write_model_card(out / "export", cfg, results)
+            log.info("exported to %s", out / "export")
+        (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results.get("best_val_wer")
