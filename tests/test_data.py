@@ -1,0 +1,145 @@
+"""Data pipeline: splits, cheap durations, filters with counted drops, lazy decoding that skips bad files."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+from asrkit.config import asset_path
+from asrkit.data.audio import AudioDecodeError, audio_duration, decode_audio
+from asrkit.data.batching import IGNORE_INDEX, WhisperCollator
+from asrkit.data.datamodule import ASRDataModule, derive_accumulation
+
+DEMO = Path(asset_path("demo_speech"))
+
+
+@pytest.fixture(scope="module")
+def collator() -> WhisperCollator:
+    tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
+    tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
+    return WhisperCollator(WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448,
+                           max_input_seconds=3.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("global_batch", "per_device", "world", "expected"),
+    [(64, 16, 1, 4), (64, 8, 8, 1), (256, 8, 8, 4), (64, None, 8, 1), (32, 4, 1, 8)],
+)
+def test_gradient_accumulation_is_derived_from_world_size(global_batch, per_device, world, expected) -> None:
+    assert derive_accumulation(global_batch, per_device, world) == expected
+
+
+@pytest.mark.parametrize(("global_batch", "per_device", "world"), [(64, 16, 8), (100, 16, 1), (4, None, 8)])
+def test_global_batch_that_does_not_divide_is_an_error(global_batch, per_device, world) -> None:
+    with pytest.raises(ValueError, match="data.global_batch_size"):
+        derive_accumulation(global_batch, per_device, world)
+
+
+def test_header_durations_match_the_metadata_column() -> None:
+    with open(DEMO / "test" / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:10]
+    for row in rows:
+        measured = audio_duration({"path": str(DEMO / "test" / row["file_name"]), "bytes": None})
+        assert measured == pytest.approx(float(row["duration"]), abs=1e-3)
+
+
+def test_decode_resamples_to_16k_mono(tmp_path: Path) -> None:
+    stereo = np.random.default_rng(0).uniform(-0.5, 0.5, (44_100, 2)).astype(np.float32)
+    soundfile.write(tmp_path / "a.wav", stereo, 44_100)
+    samples = decode_audio({"path": str(tmp_path / "a.wav"), "bytes": None})
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) - 16_000) <= 1
+    with pytest.raises(AudioDecodeError, match="missing.wav"):
+        decode_audio({"path": str(tmp_path / "missing.wav"), "bytes": None})
+
+
+def _small_audiofolder(root: Path, count: int = 6) -> list[dict[str, str]]:
+    """A train/validation/test audiofolder holding copies of the first demo utterances, without durations."""
+    with open(DEMO / "train" / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:count]
+    for split in ("train", "validation", "test"):
+        (root / split).mkdir(parents=True)
+        for row in rows:
+            shutil.copy(DEMO / "train" / row["file_name"], root / split / row["file_name"])
+        with open(root / split / "metadata.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["file_name", "text"])
+            writer.writeheader()
+            writer.writerows({"file_name": r["file_name"], "text": r["text"]} for r in rows)
+    return rows
+
+
+def _datamodule(root: Path, collator: WhisperCollator, **kwargs) -> ASRDataModule:
+    settings = dict(
+        path="audiofolder", data_dir=str(root), train_split="train", validation_split="validation",
+        test_split="test", global_batch_size=4, collator=collator,
+    )  # fmt: skip
+    return ASRDataModule(**(settings | kwargs))
+
+
+def test_bad_and_out_of_range_audio_is_counted_and_dropped(tmp_path: Path, collator, caplog) -> None:
+    rows = _small_audiofolder(tmp_path)
+    (tmp_path / "train" / rows[0]["file_name"]).write_bytes(b"not audio at all" * 64)  # unreadable header
+    long_audio = np.zeros(16_000 * 4, dtype=np.float32)  # 4 s: longer than the 3 s model window
+    soundfile.write(tmp_path / "train" / rows[1]["file_name"], long_audio, 16_000, format="FLAC")
+    datamodule = _datamodule(tmp_path, collator, max_duration_in_seconds=30.0)
+    with caplog.at_level(logging.WARNING):
+        datamodule.setup("fit")
+    assert len(datamodule.datasets["train"]) == len(rows) - 2
+    assert len(datamodule.datasets["validation"]) == len(rows)
+    messages = " | ".join(r.getMessage() for r in caplog.records)
+    assert "dropped 1 of 6 examples: unreadable audio" in messages
+    assert "dropped 1 of 6 examples: duration outside [0.0, 3.0] s" in messages  # clamped to the window
+
+
+def test_file_that_breaks_after_indexing_is_skipped_in_the_batch(tmp_path: Path, collator, caplog) -> None:
+    rows = _small_audiofolder(tmp_path, count=4)
+    datamodule = _datamodule(tmp_path, collator)
+    datamodule.setup("fit")
+    (tmp_path / "train" / rows[2]["file_name"]).write_bytes(b"corrupted later")
+    with caplog.at_level(logging.WARNING):
+        batch = next(iter(datamodule.train_dataloader()))
+    assert batch["num_skipped"] == 1 and batch["num_samples"] == 3
+    assert batch["input_features"].shape == (3, 80, 300)
+    assert rows[2]["file_name"] in caplog.text
+
+
+def test_overlong_labels_are_dropped_with_a_count(tmp_path: Path, collator, caplog) -> None:
+    rows = _small_audiofolder(tmp_path)
+    lengths = sorted(len(ids) for ids in collator.encode_text([row["text"] for row in rows]))
+    limit = lengths[len(lengths) // 2]
+    too_long = sum(length > limit for length in lengths)
+    assert 0 < too_long < len(rows)
+    collator.max_label_length = limit
+    try:
+        datamodule = _datamodule(tmp_path, collator)
+        with caplog.at_level(logging.WARNING):
+            datamodule.setup("fit")
+    finally:
+        collator.max_label_length = 448
+    kept = collator.encode_text(list(datamodule.datasets["train"].dataset["text"]))
+    assert len(kept) == len(rows) - too_long and max(len(ids) for ids in kept) <= limit
+    assert f"dropped {too_long} of {len(rows)} examples: label longer than {limit} tokens" in caplog.text
+
+
+def test_whisper_batch_layout(collator) -> None:
+    datamodule = ASRDataModule(path="audiofolder", data_dir=str(DEMO), train_split="validation",
+                               validation_split="validation", duration_column="duration",
+                               global_batch_size=4, max_train_samples=4, collator=collator)  # fmt: skip
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    labels = batch["labels"]
+    prefix = collator.tokenizer.convert_tokens_to_ids(["<|hi|>", "<|transcribe|>", "<|notimestamps|>"])
+    assert labels[:, :3].tolist() == [prefix] * len(labels)  # the model prepends <|startoftranscript|>
+    eos = collator.tokenizer.eos_token_id
+    for row, reference in zip(labels.tolist(), batch["references"], strict=True):
+        ids = [t for t in row if t != IGNORE_INDEX]
+        assert ids[-1] == eos
+        assert collator.tokenizer.decode(ids, skip_special_tokens=True) == reference
+    assert batch["audio_seconds"] == pytest.approx(sum(datamodule.durations["validation"][:4]), abs=0.01)

@@ -1,0 +1,60 @@
+"""Whole runs of the real loop on the tiny random-init Whisper and the bundled speech."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import soundfile
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import pipeline
+
+from asrkit.config import asset_path
+from asrkit.train import train
+from tests.conftest import TINY_RUN, compose_config
+
+
+def _logged_steps(run_dir: Path, tag: str) -> list[int]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def test_short_run_writes_checkpoints_metrics_and_an_export_that_transcribes(tmp_path: Path) -> None:
+    train(compose_config(TINY_RUN, tmp_path))
+
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-step") for name in checkpoints)
+    results = json.loads((tmp_path / "metrics.json").read_text())
+    assert results["global_step"] == 4
+    assert (
+        set(results["test"]) == {"wer_raw", "wer", "cer", "num_samples"}
+        and results["test"]["num_samples"] == 8
+    )
+    assert results["best_val_wer"] >= 0 and Path(results["best_checkpoint"]).is_file()
+    assert results["throughput"]["samples_per_second"] > 0
+    assert results["throughput"]["audio_seconds_per_second"] > 0
+    assert _logged_steps(tmp_path, "train/loss")  # TensorBoard got the training curve
+    assert "val/wer" in EventAccumulator(str(tmp_path / "tensorboard")).Reload().Tags()["scalars"]
+
+    export = tmp_path / "export"
+    card = (export / "README.md").read_text()
+    assert "Optimizer steps: 4" in card and "after training" in card
+    recognizer = pipeline("automatic-speech-recognition", model=str(export))
+    audio, rate = soundfile.read(Path(asset_path("demo_speech")) / "test" / "test_0000.flac", dtype="float32")
+    text = recognizer({"raw": audio, "sampling_rate": rate})["text"]
+    assert isinstance(text, str)
+    assert recognizer.model.generation_config.language == "hi"
+
+
+def test_resume_continues_at_the_saved_global_step(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(compose_config(TINY_RUN + ["export=false", "data.test_split=null"], first))
+    last = first / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+
+    resumed = TINY_RUN + ["export=false", "data.test_split=null", "trainer.max_steps=7", f"ckpt_path={last}"]
+    train(compose_config(resumed, second))
+    assert json.loads((second / "metrics.json").read_text())["global_step"] == 7
+    steps = _logged_steps(second, "train/loss")
+    assert steps and min(steps) >= 4, f"the resumed run logged steps {steps}: it restarted from scratch"
