@@ -10,7 +10,10 @@ import logging
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +43,20 @@ def apply_environment(cfg: DictConfig) -> None:
         if os.environ.get(key) != str(value):
             log.info("environment: %s=%s (from hw.env)", key, value)
             os.environ[key] = str(value)
+
+
+def compose_config(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:
+    """The config ``python -m asrkit <overrides>`` would run, for use from Python (tests, notebooks).
+
+    ``output_dir`` stands in for the Hydra run dir, so ``${hydra:runtime.output_dir}`` resolves.
+    """
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run, where the task function sees no hydra node
+    return cfg

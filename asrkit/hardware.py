@@ -3,7 +3,7 @@
 ``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` go to the Trainer as they are.
 ``precision: auto`` picks bf16-mixed on GPUs that support it and 16-mixed on older GPUs; on a CPU,
 bf16-mixed where the processor has native bf16 dot products (AVX512-BF16 or AMX; 1.3x the fp32 step
-rate of the demo Whisper in ``benchmarks/cpu_precision.py``) and 32-true elsewhere. The world size
+rate of the demo Whisper in ``benchmarks/cpu_step.py``) and 32-true elsewhere. The world size
 (devices x nodes) is what global batch sizes are divided by.
 """
 
@@ -78,7 +78,7 @@ def reuse_freed_memory() -> bool:
     munmap on free, so a CPU training step that builds 100 MB of logits pays for hundreds of
     thousands of page faults (measured: 210k per step of the demo Whisper, 40% of its time in the
     kernel). With mmap off and trimming off, freed memory is reused: 1.7x the demo's step rate
-    (``benchmarks/cpu_allocator.py``). Returns False where the C library is not glibc.
+    (``benchmarks/cpu_step.py``). Returns False where the C library is not glibc.
     """
     if not sys.platform.startswith("linux"):
         return False

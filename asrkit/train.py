@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from asrkit import hardware
@@ -26,13 +27,26 @@ def _build(name: str, node: DictConfig, **kwargs: Any) -> Any:
     return instantiate(node, **kwargs)
 
 
-def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule,
-          ckpt_path: str | None, when: str) -> dict[str, float]:  # fmt: skip
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, when: str) -> dict[str, float]:
+    results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     scores = {key.removeprefix("test/"): value for key, value in results.items()}
     log.info("test %s training: WER %.2f%% (raw %.2f%%), CER %.2f%% on %d utterances", when,
              scores["wer"], scores["wer_raw"], scores["cer"], scores["num_samples"])  # fmt: skip
     return scores
+
+
+def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any]:
+    """Load the best-validation-WER weights into ``module``; say which they were."""
+    best = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
+    if best is None or not best.best_model_path:
+        log.warning(
+            "no validation ran, so there is no best checkpoint: testing and exporting the last weights"
+        )
+        return {"best_checkpoint": None}
+    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(checkpoint["state_dict"])
+    log.info("best checkpoint: %s", best.best_model_path)
+    return {"best_checkpoint": best.best_model_path, "best_val_wer": float(best.best_model_score)}
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -40,19 +54,17 @@ def train(cfg: DictConfig) -> float | None:
     out = Path(cfg.paths.output_dir)
     if (
         logging.getLogger().hasHandlers()
-    ):  # Hydra's console + file logging: Lightning's own handler would repeat
+    ):  # Hydra logs to console and file; Lightning's handler would repeat it
         logging.getLogger("lightning").handlers.clear()
     L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("float32_matmul_precision"):
-        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
 
     module: L.LightningModule = _build("model", cfg.model, optimizer=cfg.optimizer, _recursive_=False)
     datamodule: L.LightningDataModule = _build("data", cfg.data, collator=module.collator)
     callbacks = [_build(f"callbacks.{name}", node) for name, node in cfg.callbacks.items() if node]
     loggers = [_build(f"logger.{name}", node) for name, node in cfg.logger.items() if node]
-    accumulation = derive_accumulation(
-        cfg.data.global_batch_size, cfg.data.per_device_batch_size, hardware.world_size(cfg.hw)
-    )
+    world_size = hardware.world_size(cfg.hw)
+    accumulation = derive_accumulation(cfg.data.global_batch_size, cfg.data.per_device_batch_size, world_size)
     trainer: L.Trainer = _build(
         "trainer",
         cfg.trainer,
@@ -62,32 +74,22 @@ def train(cfg: DictConfig) -> float | None:
         accumulate_grad_batches=accumulation,
         val_check_interval=cfg.trainer.val_check_interval * accumulation,  # given in optimizer steps
     )
-    if cfg.hw.get("reuse_freed_memory") and isinstance(trainer.accelerator, CPUAccelerator):
+    if cfg.hw.reuse_freed_memory and isinstance(trainer.accelerator, CPUAccelerator):
         hardware.reuse_freed_memory()
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     results: dict[str, Any] = {}
     if cfg.test_before_training and cfg.data.test_split and not cfg.ckpt_path:
-        results["test_before"] = _test(trainer, module, datamodule, None, "before")
+        results["test_before"] = _test(trainer, module, datamodule, "before")
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state, to resume or extend
-
-    best = next(
-        (cb for cb in callbacks if isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) and cb.monitor), None
-    )
-    best_path = best.best_model_path if best is not None else ""
-    if not best_path:
-        log.warning(
-            "no validation ran, so there is no best checkpoint: testing and exporting the last weights"
-        )
-    results.update(global_step=trainer.global_step, best_checkpoint=best_path or None)
-    if best is not None and best.best_model_score is not None:
-        results["best_val_wer"] = float(best.best_model_score)
-    throughput = next((cb.summary for cb in callbacks if isinstance(cb, SpeechThroughput)), {})
-    results["throughput"] = {key.split("/")[-1]: value for key, value in throughput.items()}
+    results["global_step"] = trainer.global_step
+    results |= _load_best(module, callbacks)
+    speed = next((cb.summary for cb in callbacks if isinstance(cb, SpeechThroughput)), {})
+    results["throughput"] = {key.split("/")[-1]: value for key, value in speed.items()}
     if cfg.data.test_split:
-        results["test"] = _test(trainer, module, datamodule, best_path or None, "after")
+        results["test"] = _test(trainer, module, datamodule, "after")
 
     if trainer.is_global_zero:
         if cfg.export:

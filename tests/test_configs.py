@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from asrkit.config import CONFIG_DIR
+from asrkit.config import CONFIG_DIR, compose_config
 
 CONF = Path(CONFIG_DIR)
 GROUP_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.parent != CONF)
@@ -29,17 +29,17 @@ def _targets(node: object) -> list[str]:
 
 
 @pytest.mark.parametrize("path", GROUP_FILES, ids=str)
-def test_every_config_file_composes(path: Path, compose_cfg, tmp_path: Path) -> None:
+def test_every_config_file_composes(path: Path, tmp_path: Path) -> None:
     group, option = path.parent.as_posix(), path.stem
     overrides = [f"{group}={option}"] + REQUIRED.get(path.as_posix(), [])
-    cfg = compose_cfg(overrides, tmp_path)
+    cfg = compose_config(overrides, tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     for target in _targets(resolved):
         assert get_class(target) is not None, target
 
 
-def test_primary_defaults_are_the_seed_job(compose_cfg, tmp_path: Path) -> None:
-    cfg = compose_cfg([], tmp_path)
+def test_primary_defaults_are_the_seed_job(tmp_path: Path) -> None:
+    cfg = compose_config([], tmp_path)
     assert cfg.model.name_or_path == "openai/whisper-small"
     assert cfg.data.path == "mozilla-foundation/common_voice_11_0" and cfg.data.name == "hi"
     assert cfg.data.train_split == "train+validation" and cfg.data.test_split == "test"
@@ -47,18 +47,18 @@ def test_primary_defaults_are_the_seed_job(compose_cfg, tmp_path: Path) -> None:
     assert cfg.lang == "hi" and cfg.model.language == "hi"
 
 
-def test_lang_flows_into_model_and_data(compose_cfg, tmp_path: Path) -> None:
-    cfg = compose_cfg(["lang=ta"], tmp_path)
+def test_lang_flows_into_model_and_data(tmp_path: Path) -> None:
+    cfg = compose_config(["lang=ta"], tmp_path)
     assert cfg.model.language == "ta" and cfg.data.name == "ta"
 
 
-def test_misspelt_override_is_an_error_naming_the_key(compose_cfg, tmp_path: Path) -> None:
+def test_misspelt_override_is_an_error_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigCompositionException, match="trainer.max_stepz"):
-        compose_cfg(["trainer.max_stepz=3"], tmp_path)
+        compose_config(["trainer.max_stepz=3"], tmp_path)
     with pytest.raises(ConfigCompositionException, match="modle"):
-        compose_cfg(["modle=whisper_demo"], tmp_path)
+        compose_config(["modle=whisper_demo"], tmp_path)
     with pytest.raises(ConfigCompositionException, match="whisper_smal"):
-        compose_cfg(["model=whisper_smal"], tmp_path)
+        compose_config(["model=whisper_smal"], tmp_path)
 
 
 def test_cli_prints_the_composed_config_and_rejects_typos(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ that is how the demo and the tests get a tiny Whisper that runs the same code as
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,6 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from asrkit import metrics, optim
 from asrkit.data.batching import WhisperCollator
-
-log = logging.getLogger(__name__)
 
 ENCODER_POSITIONS_PER_SECOND = 50  # 100 log-mel frames per second, halved by the stride-2 conv
 
@@ -155,9 +152,9 @@ class WhisperModule(L.LightningModule):
         if not predictions:
             return
         scores = metrics.error_rates([p[1] for p in predictions], [p[2] for p in predictions])
-        for name, value in scores.items():
-            self.log(f"{stage}/{name}", value, rank_zero_only=True, prog_bar=name == "wer")
-        self.eval_predictions = predictions
+        for name, value in scores.items():  # every rank holds the same gathered scores
+            self.log(f"{stage}/{name}", value, prog_bar=name == "wer")
+        self.eval_predictions = predictions  # (index, reference, hypothesis) of the last evaluation
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         self._eval_step(batch)
