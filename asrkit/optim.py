@@ -1,11 +1,17 @@
 """Optimizer and learning-rate schedule factories, called by every model module.
 
-``cfg`` is the ``optimizer`` config group: ``lr``, ``weight_decay``, a ``_partial_`` ``factory``
-(the optimizer class with its own arguments), and a ``scheduler`` block.
+``cfg`` is the ``optimizer`` config group (conf/optimizer/*.yaml): ``lr``, ``weight_decay``, a
+``_partial_`` ``factory`` (the optimizer class with its own arguments) and a ``scheduler`` block whose
+``name`` picks the schedule. A module calls::
+
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, trainer.max_steps)
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -14,49 +20,161 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-SCHEDULES = ("constant", "linear", "cosine")
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("constant", "linear", "cosine", "tri_stage")
+# Packages an optimizer factory may come from that asrkit installs only with an extra.
+EXTRAS = {"bitsandbytes": "bnb"}
+# Modules whose own parameters are normalisation gains and shifts (never decayed). Custom norms
+# (T5LayerNorm, WhisperLayerNorm-like classes, RMSNorm variants) are caught by their class name.
+NORM_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LocalResponseNorm, nn.RMSNorm)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, NORM_MODULES) or type(module).__name__.lower().endswith("norm")
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: weight decay on weight matrices, none on biases, norms and other 1-D parameters."""
+    """Two groups: ``weight_decay`` on weight matrices, none on biases, norm parameters or 1-D tensors.
+
+    A parameter is left undecayed when its name ends in ``bias``, it belongs to a normalisation module
+    (LayerNorm, GroupNorm, BatchNorm, RMSNorm or any class named ``*Norm``), or it has fewer than two
+    dimensions (scales, wav2vec2's mask embedding). Embedding tables (token and learned position
+    embeddings, wav2vec2's codebooks) are matrices and are decayed, as Hugging Face's Trainer and
+    fairseq do. Frozen parameters (``requires_grad=False``) are left out; a parameter shared by two
+    modules (Whisper's tied output projection) is counted once.
+    """
+    undecayed = set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if _is_norm(module) or name.endswith("bias") or parameter.ndim < 2:
+                undecayed.add(id(parameter))
     decay, no_decay = [], []
-    for _, parameter in model.named_parameters():
+    for parameter in model.parameters():  # deduplicated, in registration order
         if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (no_decay if id(parameter) in undecayed else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+def _import_package_of(target: str) -> None:
+    """Import the top-level package of ``target`` so a missing optional one is a one-line error."""
+    package = target.split(".")[0]
+    if package not in EXTRAS:
+        return
+    try:
+        importlib.import_module(package)
+    except ImportError as error:
+        raise ImportError(
+            f"optimizer.factory {target} needs {package} ({error}): pip install 'asrkit[{EXTRAS[package]}]'"
+        ) from None
 
 
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``cfg.factory(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)``."""
+    _import_package_of(str(cfg["factory"]["_target_"]))
     factory = instantiate(cfg["factory"])
     return factory(parameter_groups(model, cfg["weight_decay"]), lr=cfg["lr"])
 
 
-def lr_multiplier(
-    step: int, name: str, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
+def warmup_decay(
+    step: int, total_steps: int, warmup_steps: int, decay: str = "linear", min_lr_ratio: float = 0.0
 ) -> float:
-    """Factor on the peak learning rate at optimizer step ``step``: linear warm-up, then decay ``name``."""
-    if name not in SCHEDULES:
-        raise ValueError(f"optimizer.scheduler.name={name!r}: choose one of {SCHEDULES}")
+    """Factor on the peak lr at optimizer step ``step`` (from 0): linear warm-up, then ``decay``.
+
+    Warm-up rises as ``(step + 1) / warmup_steps`` so the first step already moves. ``linear`` and
+    ``cosine`` fall from 1 after warm-up to ``min_lr_ratio`` at ``total_steps``; ``constant`` stays at 1.
+    """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    if name == "constant":
+    if decay == "constant":
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    shape = 1.0 - progress if name == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    shape = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return min_lr_ratio + (1.0 - min_lr_ratio) * shape
+
+
+def tri_stage(
+    step: int,
+    warmup_steps: int,
+    hold_steps: int,
+    decay_steps: int,
+    init_lr_scale: float = 0.01,
+    final_lr_scale: float = 0.05,
+) -> float:
+    """Factor on the peak lr at optimizer step ``step`` in fairseq's tri-stage schedule (wav2vec2 recipes).
+
+    Linear from ``init_lr_scale`` to 1 over ``warmup_steps``, 1 for ``hold_steps``, then
+    ``exp(-k * t)`` over ``decay_steps`` with ``k = -ln(final_lr_scale) / decay_steps``, and
+    ``final_lr_scale`` after that.
+    """
+    if step < warmup_steps:
+        return init_lr_scale + (1.0 - init_lr_scale) * step / warmup_steps
+    step -= warmup_steps
+    if step < hold_steps:
+        return 1.0
+    step -= hold_steps
+    if step < decay_steps:
+        return math.exp(math.log(final_lr_scale) * step / decay_steps)
+    return final_lr_scale
+
+
+def tri_stage_steps(schedule: Mapping[str, Any], total_steps: int) -> tuple[int, int, int]:
+    """Warm-up, hold and decay steps: each stage given in steps wins over its share of ``phase_ratio``."""
+    given = [schedule.get(key) for key in ("warmup_steps", "hold_steps", "decay_steps")]
+    ratio = list(schedule.get("phase_ratio") or [])
+    valid = len(ratio) == 3 and abs(sum(ratio) - 1.0) < 1e-6 and min(ratio) >= 0
+    if not valid and None in given:
+        raise ValueError(
+            f"optimizer.scheduler.phase_ratio={ratio}: tri_stage needs three non-negative fractions of "
+            "trainer.max_steps summing to 1 (warm-up, hold, decay) unless all three *_steps are given"
+        )
+    warmup, hold, decay = (
+        int(steps) if steps is not None else int(ratio[stage] * total_steps)
+        for stage, steps in enumerate(given)
+    )
+    return warmup, hold, decay
+
+
+def lr_multiplier(step: int, schedule: Mapping[str, Any], total_steps: int) -> float:
+    """Factor on ``optimizer.lr`` at optimizer step ``step`` for the ``optimizer.scheduler`` block."""
+    name = schedule["name"]
+    if name == "tri_stage":
+        warmup, hold, decay = tri_stage_steps(schedule, total_steps)
+        return tri_stage(step, warmup, hold, decay, schedule["init_lr_scale"], schedule["final_lr_scale"])
+    return warmup_decay(step, total_steps, schedule["warmup_steps"], name, schedule.get("min_lr_ratio", 0.0))
+
+
+def _check(schedule: Mapping[str, Any], total_steps: int) -> None:
+    name = schedule.get("name")
+    if name not in SCHEDULES:
+        raise ValueError(f"optimizer.scheduler.name={name!r}: choose one of {', '.join(SCHEDULES)}")
+    if total_steps <= 0:
+        raise ValueError("a learning-rate schedule needs trainer.max_steps > 0")
+    if name != "tri_stage":
+        if (schedule.get("warmup_steps") or 0) < 0:
+            raise ValueError(f"optimizer.scheduler.warmup_steps={schedule['warmup_steps']}: must be >= 0")
+        return
+    for key in ("init_lr_scale", "final_lr_scale"):
+        if key not in schedule:
+            raise ValueError(f"optimizer.scheduler.{key} is missing: choose optimizer/scheduler=tri_stage")
+        if not 0.0 < schedule[key] <= 1.0:
+            raise ValueError(f"optimizer.scheduler.{key}={schedule[key]}: tri_stage needs a value in (0, 1]")
+    stages = tri_stage_steps(schedule, total_steps)
+    if min(stages) < 0:
+        raise ValueError(f"optimizer.scheduler: tri_stage stage lengths {stages} must be >= 0")
+    if sum(stages) > total_steps:
+        log.warning("tri_stage stages %s last %d steps, beyond trainer.max_steps=%d: training stops first",
+                    stages, sum(stages), total_steps)  # fmt: skip
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int
 ) -> dict[str, Any]:
-    """A Lightning scheduler dict stepping every optimizer step."""
+    """A Lightning scheduler dict that sets ``lr x lr_multiplier(step)`` every optimizer step."""
     schedule = dict(cfg["scheduler"])
-    if total_steps <= 0:
-        raise ValueError("a learning-rate schedule needs trainer.max_steps > 0")
+    _check(schedule, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_multiplier(
-            step, schedule["name"], schedule["warmup_steps"], total_steps, schedule.get("min_lr_ratio", 0.0)
-        ),
+        optimizer, lambda step: lr_multiplier(step, schedule, total_steps)
     )
     return {"scheduler": scheduler, "interval": "step", "frequency": 1}

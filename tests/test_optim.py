@@ -1,0 +1,191 @@
+"""Optimizers (conf/optimizer/*), learning-rate schedules and weight-decay groups (asrkit/optim.py)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+from asrkit import optim
+from tests.conftest import compose_config
+
+OPTIMIZERS = ["adamw", "adam8bit", "adafactor"]
+
+
+def _lrs(optimizer_cfg: list[str], total_steps: int, steps: list[int], tmp_path: Path) -> list[float]:
+    """The lr the real config's scheduler sets at each of ``steps`` (peak lr 1)."""
+    cfg = compose_config([*optimizer_cfg, "optimizer.lr=1.0"], tmp_path).optimizer
+    optimizer = optim.build_optimizer(nn.Linear(2, 2), cfg)
+    scheduler = optim.build_scheduler(optimizer, cfg, total_steps)["scheduler"]
+    lrs = {}
+    for step in range(max(steps) + 1):
+        lrs[step] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    return [lrs[step] for step in steps]
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero(tmp_path: Path) -> None:
+    overrides = ["optimizer.scheduler.warmup_steps=10"]
+    lrs = _lrs(overrides, 110, [0, 4, 9, 10, 60, 109, 110, 130], tmp_path)
+    assert lrs == pytest.approx([0.1, 0.5, 1.0, 1.0, 0.5, 0.01, 0.0, 0.0])
+
+
+def test_cosine_schedule_and_its_floor(tmp_path: Path) -> None:
+    overrides = ["optimizer/scheduler=cosine", "optimizer.scheduler.warmup_steps=0"]
+    lrs = _lrs(overrides, 100, [0, 25, 50, 75, 100], tmp_path)
+    assert lrs == pytest.approx(
+        [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 - math.cos(math.pi / 4)), 0]
+    )
+    floor = _lrs([*overrides, "optimizer.scheduler.min_lr_ratio=0.1"], 100, [50, 100, 120], tmp_path)
+    assert floor == pytest.approx([0.55, 0.1, 0.1])
+
+
+def test_constant_schedule_holds_after_warm_up(tmp_path: Path) -> None:
+    overrides = ["optimizer.scheduler.name=constant", "optimizer.scheduler.warmup_steps=4"]
+    assert _lrs(overrides, 50, [0, 3, 4, 49], tmp_path) == pytest.approx([0.25, 1.0, 1.0, 1.0])
+
+
+def test_tri_stage_schedule_from_phase_ratios(tmp_path: Path) -> None:
+    # 1000 steps, ratios 0.1/0.4/0.5: warm-up 0..99 from 0.01, hold 100..499, decay 500..999 to 0.05
+    lrs = _lrs(["optimizer/scheduler=tri_stage"], 1000, [0, 50, 100, 499, 500, 750, 1000, 1100], tmp_path)
+    assert lrs == pytest.approx([0.01, 0.505, 1.0, 1.0, 1.0, math.sqrt(0.05), 0.05, 0.05])
+
+
+def test_tri_stage_stage_given_in_steps_wins_over_its_ratio(tmp_path: Path) -> None:
+    overrides = ["optimizer/scheduler=tri_stage", "optimizer.scheduler.warmup_steps=20",
+                 "optimizer.scheduler.final_lr_scale=0.1"]  # fmt: skip
+    # warm-up 0..19, hold 20..419, decay 420..919 (the ratios' 400 and 500 steps), then 0.1
+    lrs = _lrs(overrides, 1000, [10, 20, 419, 420, 670, 920], tmp_path)
+    assert lrs == pytest.approx([0.01 + 0.99 * 0.5, 1.0, 1.0, 1.0, math.sqrt(0.1), 0.1])
+    schedule = {"warmup_steps": 20, "hold_steps": None, "decay_steps": None, "phase_ratio": [0.1, 0.4, 0.5]}
+    assert optim.tri_stage_steps(schedule, 1000) == (20, 400, 500)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.scheduler.name=bogus"], "optimizer.scheduler.name='bogus'"),
+        (["optimizer.scheduler.name=tri_stage"], "optimizer/scheduler=tri_stage"),
+        (["optimizer/scheduler=tri_stage", "optimizer.scheduler.phase_ratio=[0.5,0.5,0.5]"], "phase_ratio"),
+        (["optimizer/scheduler=tri_stage", "optimizer.scheduler.final_lr_scale=0"], "final_lr_scale"),
+    ],
+)
+def test_bad_schedule_is_an_error_naming_the_key(overrides: list[str], message: str, tmp_path: Path) -> None:
+    cfg = compose_config(overrides, tmp_path).optimizer
+    optimizer = optim.build_optimizer(nn.Linear(2, 2), cfg)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        optim.build_scheduler(optimizer, cfg, 100)
+
+
+class _CustomRMSNorm(nn.Module):  # the kind of norm transformers models define themselves
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+
+
+def _groups_by_name(model: nn.Module, weight_decay: float = 0.1) -> dict[str, float]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {
+        names[id(p)]: g["weight_decay"]
+        for g in optim.parameter_groups(model, weight_decay)
+        for p in g["params"]
+    }
+
+
+def test_no_decay_on_biases_norms_and_vectors_but_on_matrices_and_embeddings() -> None:
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4), nn.GroupNorm(2, 4),
+                          nn.BatchNorm1d(4), _CustomRMSNorm(4), nn.Conv1d(4, 4, 3))  # fmt: skip
+    model[1].requires_grad_(False)
+    decay = _groups_by_name(model)
+    assert decay == {
+        "0.weight": 0.1, "2.weight": 0.0, "2.bias": 0.0, "3.weight": 0.0, "3.bias": 0.0,
+        "4.weight": 0.0, "4.bias": 0.0, "5.weight": 0.0, "6.weight": 0.1, "6.bias": 0.0,
+    }  # fmt: skip  # the frozen Linear is left out
+
+
+def test_whisper_and_wav2vec2_groups(demo_model_and_batch: tuple[nn.Module, dict[str, torch.Tensor]]) -> None:
+    whisper = demo_model_and_batch[0]
+    decay = _groups_by_name(whisper)
+    assert all(decay[name] == 0.0 for name in decay if "layer_norm" in name or name.endswith("bias"))
+    assert decay["model.decoder.embed_tokens.weight"] == 0.1  # tied with proj_out: counted once
+    assert decay["model.encoder.layers.0.self_attn.q_proj.weight"] == 0.1
+    trainable = [p for p in whisper.parameters() if p.requires_grad]
+    assert len(decay) == len(trainable)
+
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), vocab_size=8,
+                            num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)  # fmt: skip
+    decay = _groups_by_name(Wav2Vec2ForCTC(config))
+    assert decay["wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight"] == 0.0  # GroupNorm
+    assert decay["wav2vec2.encoder.layer_norm.weight"] == 0.0
+    assert decay["wav2vec2.masked_spec_embed"] == 0.0
+    assert decay["wav2vec2.feature_extractor.conv_layers.1.conv.weight"] == 0.1
+
+
+def test_build_optimizer_puts_no_decay_group_at_zero(tmp_path: Path) -> None:
+    cfg = compose_config(["optimizer.weight_decay=0.05"], tmp_path).optimizer
+    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    optimizer = optim.build_optimizer(model, cfg)
+    by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    assert by_decay == {
+        0.05: {id(model[0].weight)},
+        0.0: {id(model[0].bias), id(model[1].weight), id(model[1].bias)},
+    }
+
+
+def test_adam8bit_without_bitsandbytes_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # `import bitsandbytes` now fails
+    cfg = compose_config(["optimizer=adam8bit"], tmp_path).optimizer
+    with pytest.raises(ImportError) as error:
+        optim.build_optimizer(nn.Linear(2, 2), cfg)
+    message = str(error.value)
+    assert "pip install 'asrkit[bnb]'" in message and "bitsandbytes" in message and "\n" not in message
+
+
+@pytest.fixture(scope="module")
+def demo_model_and_batch(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The demo's random-init Whisper (no dropout) and 4 utterances of its training data."""
+    cfg = compose_config(["experiment=demo", "model.random_init.dropout=0"], tmp_path_factory.mktemp("demo"))
+    torch.manual_seed(0)
+    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+    datamodule = instantiate(cfg.data, collator=module.collator)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    return module.model, {key: batch[key][:4] for key in ("input_features", "labels")}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_each_optimizer_lowers_the_loss_on_a_fixed_batch(
+    name: str, demo_model_and_batch: tuple[nn.Module, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    overrides = ["experiment=demo", f"optimizer={name}", "optimizer.lr=1e-3", "optimizer.weight_decay=0.01",
+                 "optimizer.scheduler.warmup_steps=1"]  # fmt: skip
+    cfg = compose_config(overrides, tmp_path).optimizer
+    model, batch = copy.deepcopy(demo_model_and_batch[0]), demo_model_and_batch[1]
+    optimizer = optim.build_optimizer(model, cfg)
+    scheduler = optim.build_scheduler(optimizer, cfg, total_steps=20)["scheduler"]
+    losses = []
+    for _ in range(5):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert type(optimizer).__name__ == cfg.factory._target_.split(".")[-1]
+    assert losses[-1] < 0.85 * losses[0], f"{name}: losses {losses}"
+    if name == "adam8bit":  # the moments of the large matrices really are 8-bit
+        dtypes = {t.dtype for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)}
+        assert torch.uint8 in dtypes
