@@ -41,7 +41,7 @@ class DurationBucketBatchSampler(BatchSampler):
     """Batches of indices into a dataset whose utterance ``durations`` (seconds) are known.
 
     ``sampler`` is there for Lightning: under DDP it re-creates a ``BatchSampler`` subclass with a
-    ``DistributedSampler`` in that argument, and the rank and world size are read from it. Give
+    ``DistributedSampler`` in that argument, and only the rank and world size are read from it. Give
     ``num_replicas`` and ``rank`` to set them yourself; otherwise an initialised torch.distributed
     group gives them, else one process is assumed.
     """
@@ -74,7 +74,9 @@ class DurationBucketBatchSampler(BatchSampler):
         self.num_replicas, self.rank = _world(sampler, num_replicas, rank)
         if not 0 <= self.rank < self.num_replicas:
             raise ValueError(f"rank {self.rank} is outside a world of {self.num_replicas} processes")
-        self.sampler = sampler
+        # Lightning calls set_epoch on dataloader.sampler and dataloader.batch_sampler.sampler, never on the
+        # batch sampler itself: it finds this one's set_epoch as its ``sampler``
+        self.sampler = self
         self.durations = list(durations)
         self.batch_size = batch_size
         self.max_batch_seconds = max_batch_seconds
