@@ -14,8 +14,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from asrkit.data.audio import AudioDecodeError, audio_duration, decode_audio
+from asrkit.data.sampler import DurationBucketBatchSampler
 from asrkit.data.sources import AUDIO, DURATION, TEXT, load_split
-from asrkit.data.text import prepare_label_text
+from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class ASRDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         preprocessing_num_workers: int | None = None,
+        chars_to_ignore: str | list[str] | None = None,
+        bucketing: dict[str, Any] | None = None,
         collator: Any = None,
     ) -> None:
         super().__init__()
@@ -117,8 +120,10 @@ class ASRDataModule(L.LightningDataModule):
             max_duration_in_seconds = max_input
         self.duration_range = (min_duration_in_seconds, max_duration_in_seconds)
         self.prepare_text = partial(
-            prepare_label_text, do_lower_case=do_lower_case, do_remove_punctuation=do_remove_punctuation
-        )
+            prepare_label_text_ignoring, chars_to_ignore=chars_to_ignore_pattern(chars_to_ignore),
+            do_lower_case=do_lower_case, do_remove_punctuation=do_remove_punctuation,
+        )  # fmt: skip
+        self.bucketing = dict(bucketing or {})  # DurationBucketBatchSampler arguments, and `enabled`
         self.max_samples = {
             "train": max_train_samples,
             "validation": max_eval_samples,
@@ -143,6 +148,8 @@ class ASRDataModule(L.LightningDataModule):
         for split in wanted.get(stage or "", list(self.splits)):
             if split not in self.datasets and self.splits[split]:
                 dataset, durations = self._filter(split, *self._load(split))
+                if split == "train" and hasattr(self.collator, "build_vocabulary"):  # CTC, from the texts
+                    self.collator.build_vocabulary([self.prepare_text(text) for text in dataset[TEXT]])
                 self.datasets[split] = AudioTextDataset(
                     dataset, self.collator.sampling_rate, self.prepare_text
                 )
@@ -166,8 +173,9 @@ class ASRDataModule(L.LightningDataModule):
         """Drop unreadable files, out-of-range durations, empty texts and (train) over-long labels."""
         low, high = self.duration_range
         texts = [self.prepare_text(text or "") for text in dataset[TEXT]]
-        label_lengths = [len(ids) for ids in self.collator.encode_text(texts)] if split == "train" else None
         max_label_length = getattr(self.collator, "max_label_length", None)
+        encode = split == "train" and max_label_length
+        label_lengths = [len(ids) for ids in self.collator.encode_text(texts)] if encode else None
         dropped: Counter[str] = Counter()
         keep = []
         for index, (duration, text) in enumerate(zip(durations, texts, strict=True)):
@@ -200,6 +208,14 @@ class ASRDataModule(L.LightningDataModule):
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
+        if self.bucketing.get("enabled"):
+            options = {key: value for key, value in self.bucketing.items() if key != "enabled"}
+            durations, batch_size = self.durations["train"], self.per_device_batch_size
+            sampler = DurationBucketBatchSampler(None, durations, batch_size, **options)
+            return DataLoader(
+                self.datasets["train"], batch_sampler=sampler, num_workers=self.num_workers,
+                collate_fn=self.collator, persistent_workers=self.num_workers > 0, pin_memory=False,
+            )  # fmt: skip
         return self._loader("train", self.per_device_batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 _BRACKETED = re.compile(r"[<\[][^>\]]*[>\]]|\([^)]*\)")
 _SPACES = re.compile(r"\s+")
@@ -46,3 +47,30 @@ def prepare_label_text(text: str, do_lower_case: bool = False, do_remove_punctua
     if do_remove_punctuation:
         text = _strip_symbols_and_punctuation(text)
     return _SPACES.sub(" ", text).strip()
+
+
+def chars_to_ignore_pattern(chars_to_ignore: str | Sequence[str] | None) -> re.Pattern[str] | None:
+    """``data.chars_to_ignore`` as one pattern: list items are matched literally; a string is a regex.
+
+    The CTC recipes join a character list into ``[...]``, where ``-`` between two characters becomes a
+    range (``!-;`` also removes digits and ``'``); here every listed character is escaped.
+    """
+    if chars_to_ignore is None or len(chars_to_ignore) == 0:
+        return None
+    if isinstance(chars_to_ignore, str):
+        return re.compile(chars_to_ignore)
+    items = sorted({str(item) for item in chars_to_ignore}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(item) for item in items))
+
+
+def prepare_label_text_ignoring(
+    text: str,
+    chars_to_ignore: re.Pattern[str] | None = None,
+    do_lower_case: bool = False,
+    do_remove_punctuation: bool = False,
+) -> str:
+    """:func:`prepare_label_text` after deleting ``chars_to_ignore`` (deleted, not turned into spaces)."""
+    text = unicodedata.normalize("NFC", text)
+    if chars_to_ignore is not None:
+        text = chars_to_ignore.sub("", text)
+    return prepare_label_text(text, do_lower_case=do_lower_case, do_remove_punctuation=do_remove_punctuation)
