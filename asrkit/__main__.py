@@ -60,7 +60,17 @@ def main(cfg: DictConfig) -> float | None:
     return math.inf  # what a sweeper minimising validation WER treats as the worst result
 
 
+def _require_sweeper(argv: list[str]) -> None:
+    """conf/hparams_search/ configs pick the Optuna sweeper, a plugin of the ``sweep`` extra."""
+    if any(arg.startswith(("hparams_search=", "+hparams_search=")) for arg in argv):
+        try:
+            import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+        except ImportError:
+            sys.exit("hparams_search needs hydra-optuna-sweeper: pip install 'asrkit[sweep]'")
+
+
 def cli() -> None:
+    _require_sweeper(sys.argv[1:])
     register_resolvers()
     main()
 

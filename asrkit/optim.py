@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 SCHEDULES = ("constant", "linear", "cosine", "tri_stage")
 # Packages an optimizer factory may come from that asrkit installs only with an extra.
 EXTRAS = {"bitsandbytes": "bnb"}
-# Modules whose own parameters are normalisation gains and shifts (never decayed). Custom norms
-# (T5LayerNorm, WhisperLayerNorm-like classes, RMSNorm variants) are caught by their class name.
+# Modules whose own parameters are normalisation gains and shifts (never decayed). Norms a model
+# defines itself (transformers' T5LayerNorm, LlamaRMSNorm and the like) are caught by their class name.
 NORM_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LocalResponseNorm, nn.RMSNorm)
 
 
@@ -40,9 +40,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     A parameter is left undecayed when its name ends in ``bias``, it belongs to a normalisation module
     (LayerNorm, GroupNorm, BatchNorm, RMSNorm or any class named ``*Norm``), or it has fewer than two
     dimensions (scales, wav2vec2's mask embedding). Embedding tables (token and learned position
-    embeddings, wav2vec2's codebooks) are matrices and are decayed, as Hugging Face's Trainer and
-    fairseq do. Frozen parameters (``requires_grad=False``) are left out; a parameter shared by two
-    modules (Whisper's tied output projection) is counted once.
+    embeddings, wav2vec2's codebooks) are matrices and are decayed, as in Hugging Face's Trainer.
+    Frozen parameters (``requires_grad=False``) are left out; a parameter shared by two modules
+    (Whisper's tied output projection) is counted once.
     """
     undecayed = set()
     for module in model.modules():

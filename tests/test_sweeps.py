@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from asrkit.__main__ import _require_sweeper
 from asrkit.sweep import write_summary
 from tests.conftest import TINY_RUN
 
@@ -128,3 +129,10 @@ def test_optuna_search_composes_and_runs_two_trials(tmp_path: Path) -> None:
     assert all(3e-4 <= float(r["optimizer.lr"]) <= 3e-3 for r in rows)
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(min(float(r["best_val_wer"]) for r in rows))
+
+
+def test_hparams_search_without_the_optuna_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_optuna_sweeper", None)  # as if not installed
+    _require_sweeper(["-m", "optimizer.lr=1e-3,2e-3"])  # a plain sweep does not need it
+    with pytest.raises(SystemExit, match=r"pip install 'asrkit\[sweep\]'"):
+        _require_sweeper(["-m", "hparams_search=demo_optuna", "experiment=demo"])
