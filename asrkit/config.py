@@ -35,6 +35,11 @@ def register_resolvers() -> None:
     """Register the resolvers the configs use; call once before composing a config."""
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
+    from asrkit.data.languages import RESOLVERS  # the per-corpus language configs (${fleurs_config:hi})
+
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def apply_environment(cfg: DictConfig) -> None:
