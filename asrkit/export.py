@@ -14,24 +14,8 @@ def _metric_row(name: str, scores: dict[str, float] | None) -> str:
     return f"| {name} | {scores['wer_raw']:.2f} | {scores['wer']:.2f} | {scores['cer']:.2f} |"
 
 
-def write_model_card(directory: str | Path, cfg: DictConfig, results: dict[str, Any]) -> Path:
-    """README.md stating the model, the data, the steps trained and the test error rates."""
-    data = cfg.data
-    split_name = f"{data.path}" + (f" ({data.name})" if data.get("name") else "")
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: automatic-speech-recognition",
-        f"language: [{cfg.lang}]",
-        "tags: [asrkit]",
-        "---",
-        f"# {cfg.model._target_.rsplit('.', 1)[-1]} fine-tuned with asrkit",
-        "",
-        f"- Started from: `{cfg.model.get('name_or_path') or 'random initialisation'}`",
-        f"- Training data: {split_name}, split `{data.train_split}`; tested on `{data.test_split}`",
-        f"- Optimizer steps: {results['global_step']} at a global batch of {data.global_batch_size} "
-        f"({cfg.optimizer.factory._target_}, peak lr {cfg.optimizer.lr})",
-        "",
+def _wer_table(results: dict[str, Any]) -> list[str]:
+    return [
         "| test | WER raw % | WER normalised % | CER normalised % |",
         "|---|---|---|---|",
         _metric_row("before training", results.get("test_before")),
@@ -39,6 +23,41 @@ def write_model_card(directory: str | Path, cfg: DictConfig, results: dict[str, 
         "",
         "Normalised scores lower-case and strip punctuation but keep combining vowel signs "
         "(asrkit.data.text.normalize_text).",
+    ]
+
+
+def _other_metrics_table(results: dict[str, Any]) -> list[str]:
+    """Whatever a module without WER (pre-training) reported on the test split, before and after."""
+    runs = [("before training", results.get("test_before")), ("after training", results.get("test"))]
+    names = sorted({name for _, scores in runs if scores for name in scores})
+    if not names:
+        return ["No test split was evaluated (data.test_split is null)."]
+    rows = [[when, *(f"{s[n]:.4g}" if s and n in s else "-" for n in names)] for when, s in runs]
+    return [f"| {' | '.join(row)} |" for row in [["test", *names], ["---"] * (len(names) + 1), *rows]]
+
+
+def write_model_card(directory: str | Path, cfg: DictConfig, results: dict[str, Any]) -> Path:
+    """README.md stating the model, the data, the steps trained and the test error rates."""
+    data = cfg.data
+    split_name = f"{data.path}" + (f" ({data.name})" if data.get("name") else "")
+    # a model exported with a tokenizer transcribes; one without (wav2vec2 pre-training) is an encoder
+    transcribes = (Path(directory) / "tokenizer_config.json").is_file()
+    train_split = data.train_split or " + ".join(map(":".join, zip(data.configs, data.splits, strict=True)))
+    lines = [
+        "---",
+        "library_name: transformers",
+        *(["pipeline_tag: automatic-speech-recognition"] if transcribes else []),
+        f"language: [{cfg.lang}]",
+        "tags: [asrkit]",
+        "---",
+        f"# {cfg.model._target_.rsplit('.', 1)[-1]} {'fine' if transcribes else 'pre'}-trained with asrkit",
+        "",
+        f"- Started from: `{cfg.model.get('name_or_path') or 'random initialisation'}`",
+        f"- Training data: {split_name}, split `{train_split}`; tested on `{data.test_split}`",
+        f"- Optimizer steps: {results['global_step']} at a global batch of {data.global_batch_size} "
+        f"({cfg.optimizer.factory._target_}, peak lr {cfg.optimizer.lr})",
+        "",
+        *(_wer_table(results) if transcribes else _other_metrics_table(results)),
         "",
         "## Configuration",
         "```yaml",

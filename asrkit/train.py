@@ -30,13 +30,16 @@ def _build(name: str, node: DictConfig, **kwargs: Any) -> Any:
 def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, when: str) -> dict[str, float]:
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     scores = {key.removeprefix("test/"): value for key, value in results.items()}
+    if "wer" not in scores:  # a module without transcripts (pre-training) reports its own metrics
+        log.info("test %s training: %s", when, ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        return scores
     log.info("test %s training: WER %.2f%% (raw %.2f%%), CER %.2f%% on %d utterances", when,
              scores["wer"], scores["wer_raw"], scores["cer"], scores["num_samples"])  # fmt: skip
     return scores
 
 
 def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any]:
-    """Load the best-validation-WER weights into ``module``; say which they were."""
+    """Load the best weights by the monitored metric (val/wer -> best_val_wer) into ``module``."""
     best = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
     if best is None or not best.best_model_path:
         log.warning(
@@ -46,7 +49,8 @@ def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
     module.load_state_dict(checkpoint["state_dict"])
     log.info("best checkpoint: %s", best.best_model_path)
-    return {"best_checkpoint": best.best_model_path, "best_val_wer": float(best.best_model_score)}
+    best_key = "best_" + best.monitor.replace("/", "_")  # best_val_wer; best_val_loss for pre-training
+    return {"best_checkpoint": best.best_model_path, best_key: float(best.best_model_score)}
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -61,6 +65,9 @@ def train(cfg: DictConfig) -> float | None:
 
     module: L.LightningModule = _build("model", cfg.model, optimizer=cfg.optimizer, _recursive_=False)
     datamodule: L.LightningDataModule = _build("data", cfg.data, collator=module.collator)
+    if cfg.preprocess_only:  # one process measures, filters and saves the splits; later runs load them
+        datamodule.preprocess()
+        return None
     callbacks = [_build(f"callbacks.{name}", node) for name, node in cfg.callbacks.items() if node]
     loggers = [_build(f"logger.{name}", node) for name, node in cfg.logger.items() if node]
     world_size = hardware.world_size(cfg.hw)
@@ -97,4 +104,4 @@ def train(cfg: DictConfig) -> float | None:
             write_model_card(out / "export", cfg, results)
             log.info("exported to %s", out / "export")
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results.get("best_val_wer")
+    return results.get("best_val_wer", results.get("best_val_loss"))

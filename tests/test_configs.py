@@ -16,7 +16,8 @@ from asrkit.config import CONFIG_DIR, compose_config
 CONF = Path(CONFIG_DIR)
 GROUP_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.parent != CONF)
 # Options that need a value only the user can give.
-REQUIRED = {"data/audiofolder.yaml": ["data.data_dir=/tmp"],
+REQUIRED = {"data/audiofolder.yaml": ["data.data_dir=/tmp"], "data/manifest.yaml": ["data.data_dir=/tmp"],
+            "experiment/pretrain_base_fairseq.yaml": ["data.data_dir=/tmp"],
             "data/voxpopuli.yaml": ["lang=de"], "data/mls.yaml": ["lang=de"]}  # no Hindi there
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -44,6 +47,27 @@ def _header_durations(audio: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {DURATION: durations}
 
 
+def load_concatenated(parts: list[tuple[str, str]], **source: Any) -> datasets.Dataset:
+    """Split ``s`` of dataset config ``c`` for each ``(c, s)`` of ``parts``, concatenated in that order."""
+    return datasets.concatenate_datasets(
+        [load_split(split=split, **(source | {"name": config})) for config, split in parts]
+    )
+
+
+def _config_split_pairs(configs: Any, splits: Any, train_split: str | None) -> list[tuple[str, str]]:
+    if not configs or not splits or len(configs) != len(splits):
+        raise ValueError(
+            f"data.configs={configs} and data.splits={splits}: two lists of the same length, one dataset "
+            "config per split (e.g. [clean, clean, other] and [train.100, train.360, train.500])"
+        )
+    if train_split:
+        raise ValueError(
+            f"data.train_split={train_split} and data.configs/data.splits both name the training data: "
+            "set data.train_split=null"
+        )
+    return [(str(config), str(split)) for config, split in zip(configs, splits, strict=True)]
+
+
 class AudioTextDataset(torch.utils.data.Dataset):
     """Decodes one example when a DataLoader asks for it; a file that fails to decode yields ``None``."""
 
@@ -78,7 +102,7 @@ class ASRDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str,
-        train_split: str,
+        train_split: str | None,
         validation_split: str,
         test_split: str | None = None,
         name: str | None = None,
@@ -99,6 +123,10 @@ class ASRDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         preprocessing_num_workers: int | None = None,
+        configs: list[str] | None = None,
+        splits: list[str] | None = None,
+        require_text: bool = True,
+        preprocessed_dir: str | None = None,
         chars_to_ignore: str | list[str] | None = None,
         bucketing: dict[str, Any] | None = None,
         collator: Any = None,
@@ -112,6 +140,12 @@ class ASRDataModule(L.LightningDataModule):
             "path": path, "name": name, "data_dir": data_dir, "revision": revision, "cache_dir": cache_dir,
             "audio_column": audio_column, "text_column": text_column, "duration_column": duration_column,
         }  # fmt: skip
+        # training data from several (dataset config, split) pairs, concatenated (data.configs, data.splits)
+        self.train_parts = _config_split_pairs(configs, splits, train_split) if configs or splits else []
+        if self.train_parts:
+            train_split = " + ".join(f"{config}:{split}" for config, split in self.train_parts)
+        self.require_text = require_text  # false: keep examples with an empty transcript (pre-training)
+        self.preprocessed_dir = preprocessed_dir
         self.splits = {"train": train_split, "validation": validation_split, "test": test_split}
         max_input = getattr(collator, "max_input_seconds", None)
         if max_input is not None and max_duration_in_seconds > max_input:
@@ -140,14 +174,14 @@ class ASRDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Download and index every split once per node (the header reads are cached by ``datasets``)."""
         for split in self.splits:
-            if self.splits[split]:
+            if self.splits[split] and not self._preprocessed_path(split).is_dir():
                 self._load(split)
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"]}
         for split in wanted.get(stage or "", list(self.splits)):
             if split not in self.datasets and self.splits[split]:
-                dataset, durations = self._filter(split, *self._load(split))
+                dataset, durations = self._load_preprocessed(split) or self._filter(split, *self._load(split))
                 if split == "train" and hasattr(self.collator, "build_vocabulary"):  # CTC, from the texts
                     self.collator.build_vocabulary([self.prepare_text(text) for text in dataset[TEXT]])
                 self.datasets[split] = AudioTextDataset(
@@ -155,10 +189,17 @@ class ASRDataModule(L.LightningDataModule):
                 )
                 self.durations[split] = durations
 
-    def _load(self, split: str) -> tuple[datasets.Dataset, list[float]]:
-        dataset = load_split(split=self.splits[split], **self.source)
+    def _read(self, split: str) -> datasets.Dataset:
+        if split == "train" and self.train_parts:
+            dataset = load_concatenated(self.train_parts, **self.source)
+        else:
+            dataset = load_split(split=self.splits[split], **self.source)
         if self.max_samples[split] is not None:
             dataset = dataset.select(range(min(self.max_samples[split], len(dataset))))
+        return dataset
+
+    def _load(self, split: str) -> tuple[datasets.Dataset, list[float]]:
+        dataset = self._read(split)
         if DURATION in dataset.column_names:
             return dataset, [UNREADABLE if d is None else float(d) for d in dataset[DURATION]]
         lengths = dataset.map(
@@ -183,7 +224,7 @@ class ASRDataModule(L.LightningDataModule):
                 dropped["unreadable audio"] += 1
             elif not low <= duration <= high:
                 dropped[f"duration outside [{low}, {high}] s"] += 1
-            elif not text:
+            elif not text and self.require_text:
                 dropped["empty transcript"] += 1
             elif label_lengths and max_label_length and label_lengths[index] > max_label_length:
                 dropped[f"label longer than {max_label_length} tokens"] += 1
@@ -223,3 +264,57 @@ class ASRDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    # preprocess once (preprocess_only=true), load everywhere -----------------------------------------
+    def preprocess(self) -> dict[str, Path]:
+        """Measure and filter every split once and save which rows survive, with their durations.
+
+        A later run with the same data settings (on any number of ranks) reads this instead of reading
+        audio headers and filtering again. What is saved is small: row indices into the source split and
+        durations (``datasets.Dataset.save_to_disk``), never a second copy of the audio.
+        """
+        saved = {}
+        for split, name in self.splits.items():
+            if not name:
+                continue
+            dataset, durations = self._load(split)
+            numbered = dataset.add_column("_asrkit_row", list(range(len(dataset))))
+            kept, kept_durations = self._filter(split, numbered, durations)
+            path = self._preprocessed_path(split)
+            rows = datasets.Dataset.from_dict({"index": kept["_asrkit_row"], DURATION: kept_durations})
+            rows.save_to_disk(str(path))
+            source = {"fingerprint": dataset._fingerprint, "rows": len(dataset)}  # of the unfiltered split
+            (path / "asrkit.json").write_text(json.dumps(source) + "\n")
+            log.info("%s split: saved the preprocessed rows to %s", split, path)
+            saved[split] = path
+        return saved
+
+    def _preprocessed_path(self, split: str) -> Path:
+        """``<preprocessed_dir>/<split>-<hash of every setting that decides which rows survive>``."""
+        settings = {
+            "source": self.source, "split": self.splits[split],
+            "parts": self.train_parts if split == "train" else [], "duration_range": self.duration_range,
+            "max_samples": self.max_samples[split],
+            "text": self.prepare_text.keywords, "require_text": self.require_text,
+            "collator": type(self.collator).__qualname__,
+            "max_label_length": getattr(self.collator, "max_label_length", None),
+        }  # fmt: skip
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        cache = self.source["cache_dir"] or datasets.config.HF_DATASETS_CACHE
+        return Path(self.preprocessed_dir or Path(cache) / "asrkit_preprocessed") / f"{split}-{key}"
+
+    def _load_preprocessed(self, split: str) -> tuple[datasets.Dataset, list[float]] | None:
+        path = self._preprocessed_path(split)
+        if not path.is_dir():
+            return None
+        rows = datasets.load_from_disk(str(path))
+        dataset = self._read(split)
+        source = json.loads((path / "asrkit.json").read_text())
+        if source != {"fingerprint": dataset._fingerprint, "rows": len(dataset)}:
+            log.warning("%s split changed since %s was preprocessed (%s): reading and filtering it again; "
+                        "run preprocess_only=true to refresh", split, path, source)  # fmt: skip
+            return None
+        durations = [float(d) for d in rows[DURATION]]
+        log.info("%s split: %d examples, %.2f h of audio (preprocessed: %s)",
+                 split, len(rows), sum(durations) / 3600, path)  # fmt: skip
+        return dataset.select(rows["index"]), durations

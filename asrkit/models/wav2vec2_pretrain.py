@@ -1,0 +1,301 @@
+"""wav2vec2 self-supervised pre-training: masked contrastive loss plus codebook diversity loss.
+
+As the transformers ``run_wav2vec2_pretraining_no_trainer.py`` recipe does it: the collator draws span
+masks over the feature frames of each batch (``_compute_mask_indices``) and, for every masked frame,
+``num_negatives`` distractor frames of the same utterance (``_sample_negative_indices``);
+``Wav2Vec2ForPreTraining`` sums the contrastive loss over the masked frames and adds the weighted
+diversity loss. The sum is divided by the number of masked frames over all ranks, so every masked
+frame weighs the same whatever the world size. The Gumbel-softmax temperature of the quantizer falls
+per optimizer step as ``max(max_gumbel_temperature * gumbel_temperature_decay**step,
+min_gumbel_temperature)``.
+
+``name_or_path`` gives the architecture (``config.json``) and the feature extractor; its weights are
+used only with ``load_weights: true`` (continue pre-training): the recipe starts from random weights.
+With ``name_or_path: null`` the architecture is ``random_init`` (``Wav2Vec2Config`` arguments). The
+export is a ``Wav2Vec2ForPreTraining`` checkpoint with its feature extractor, which
+``model=wav2vec2_ctc model.name_or_path=<export>`` fine-tunes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
+from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+from asrkit import optim
+from asrkit.data.batching import _common_fields, pad_waveforms
+
+log = logging.getLogger(__name__)
+
+HEALTHY_GRAD_NORM = (0.5, 2.0)  # the transformers pre-training guide's healthy range
+WARN_FACTOR = 10.0  # warn (once) when the norm is this far outside that range
+
+
+def gumbel_temperature(step: int, max_temperature: float, min_temperature: float, decay: float) -> float:
+    """The quantizer's Gumbel-softmax temperature at optimizer step ``step`` (from 0)."""
+    return max(max_temperature * decay**step, min_temperature)
+
+
+class Wav2Vec2PretrainCollator:
+    """Normalised, padded waveforms and, per batch, the span masks and negative indices of the loss.
+
+    Masks and negatives are drawn only over each utterance's real (unpadded) feature frames. An
+    utterance shorter than one mask span has nothing to predict: it is dropped from the batch and
+    counted in ``num_skipped`` (raise ``data.min_duration_in_seconds`` to avoid it).
+    """
+
+    def __init__(
+        self,
+        feature_extractor: Wav2Vec2FeatureExtractor,
+        model: Wav2Vec2ForPreTraining,
+        mask_time_prob: float,
+        mask_time_length: int,
+        crop_seconds: float | None = None,
+    ) -> None:
+        if not 0.0 < mask_time_prob < 1.0 or mask_time_length < 1:
+            raise ValueError(
+                f"model.mask_time_prob={mask_time_prob} must be in (0, 1) and model.mask_time_length="
+                f"{mask_time_length} at least 1"
+            )
+        self.feature_extractor = feature_extractor
+        self.output_lengths = model._get_feat_extract_output_lengths  # samples -> feature frames
+        self.num_negatives = model.config.num_negatives
+        self.mask_time_prob = mask_time_prob
+        self.mask_time_length = mask_time_length
+        self.crop_samples = round(crop_seconds * self.sampling_rate) if crop_seconds else None
+        self._warned_short = False
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.feature_extractor.sampling_rate
+
+    def encode_text(self, texts: list[str]) -> list[list[int]]:
+        """Pre-training has no labels: every text encodes to an empty label."""
+        return [[] for _ in texts]
+
+    def _crop(self, audio: np.ndarray) -> np.ndarray:
+        """A random window of ``crop_seconds`` from longer audio (fairseq's ``max_sample_size``)."""
+        if self.crop_samples is None or len(audio) <= self.crop_samples:
+            return audio
+        start = np.random.randint(0, len(audio) - self.crop_samples + 1)
+        return audio[start : start + self.crop_samples]
+
+    def __call__(self, examples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+        decoded = [example | {"audio": self._crop(example["audio"])} for example in examples if example]
+        kept = [e for e in decoded if int(self.output_lengths(len(e["audio"]))) > self.mask_time_length]
+        if len(kept) < len(decoded) and not self._warned_short:
+            log.warning("dropping utterances shorter than one mask span (%d feature frames); "
+                        "raise data.min_duration_in_seconds", self.mask_time_length)  # fmt: skip
+            self._warned_short = True
+        if not kept:
+            return None
+        batch = _common_fields(kept, len(examples) - len(kept), self.sampling_rate)
+        batch |= pad_waveforms(  # the CTC collator's normalisation: what the exported processor does
+            [example["audio"] for example in kept], normalize=self.feature_extractor.do_normalize,
+            return_attention_mask=self.feature_extractor.return_attention_mask,  # layer-norm front ends
+        )  # fmt: skip
+        num_frames = int(self.output_lengths(batch["input_values"].shape[-1]))
+        lengths = self.output_lengths(batch.pop("input_lengths"))
+        frames = torch.arange(num_frames)[None, :] < lengths[:, None]  # real (unpadded) feature frames
+        mask = _compute_mask_indices(
+            (len(kept), num_frames), self.mask_time_prob, self.mask_time_length, attention_mask=frames.long()
+        )
+        negatives = _sample_negative_indices((len(kept), num_frames), self.num_negatives, mask)
+        batch["mask_time_indices"] = torch.from_numpy(mask)
+        batch["sampled_negative_indices"] = torch.from_numpy(negatives).long()
+        batch["num_frames"] = int(frames.sum())
+        return batch
+
+
+def _build_model(
+    name_or_path: str | None, load_weights: bool, random_init: dict[str, Any] | None, attn: str
+) -> tuple[Wav2Vec2ForPreTraining, Wav2Vec2FeatureExtractor]:
+    if name_or_path is None:
+        if not random_init:
+            raise ValueError("model.name_or_path is null, so model.random_init must give the Wav2Vec2Config")
+        config = Wav2Vec2Config(**random_init)
+        extractor = Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+            return_attention_mask=config.feat_extract_norm == "layer",
+        )  # fmt: skip
+        return Wav2Vec2ForPreTraining._from_config(config, attn_implementation=attn), extractor
+    if random_init:
+        log.info("model.random_init is not used: the architecture comes from %s", name_or_path)
+    extractor = Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
+    if load_weights:
+        return Wav2Vec2ForPreTraining.from_pretrained(name_or_path, attn_implementation=attn), extractor
+    config = Wav2Vec2Config.from_pretrained(name_or_path)
+    return Wav2Vec2ForPreTraining._from_config(config, attn_implementation=attn), extractor
+
+
+class Wav2Vec2PretrainModule(L.LightningModule):
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        load_weights: bool = False,
+        random_init: dict[str, Any] | None = None,
+        mask_time_prob: float = 0.65,
+        mask_time_length: int = 10,
+        max_gumbel_temperature: float = 2.0,
+        min_gumbel_temperature: float = 0.5,
+        gumbel_temperature_decay: float = 0.999995,
+        crop_seconds: float | None = None,
+        gradient_checkpointing: bool = False,
+        attn_implementation: str = "sdpa",
+        optimizer: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0 < min_gumbel_temperature <= max_gumbel_temperature or not 0 < gumbel_temperature_decay <= 1:
+            raise ValueError(
+                "model.min_gumbel_temperature must be in (0, max_gumbel_temperature] and "
+                f"model.gumbel_temperature_decay in (0, 1]; got {min_gumbel_temperature}, "
+                f"{max_gumbel_temperature}, {gumbel_temperature_decay}"
+            )
+        if isinstance(random_init, DictConfig):  # Hydra hands nested nodes over unconverted
+            random_init = OmegaConf.to_container(random_init, resolve=True)
+        self.model, self.feature_extractor = _build_model(
+            name_or_path, load_weights, random_init, attn_implementation
+        )
+        if not self.model.config.apply_spec_augment:
+            raise ValueError("the model config has apply_spec_augment=false, which disables the masks")
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.collator = Wav2Vec2PretrainCollator(
+            self.feature_extractor, self.model, mask_time_prob, mask_time_length, crop_seconds
+        )
+        self._eval_sums: torch.Tensor | None = None
+        self._last_train: dict[str, torch.Tensor] = {}
+        self._warned_grad_norm = False
+
+    # training ---------------------------------------------------------------------------------
+    def _forward(self, batch: dict[str, Any]) -> Any:
+        return self.model(
+            input_values=batch["input_values"],
+            attention_mask=batch.get("attention_mask"),
+            mask_time_indices=batch["mask_time_indices"],
+            sampled_negative_indices=batch["sampled_negative_indices"],
+        )
+
+    def _sums(self, batch: dict[str, Any], outputs: Any) -> torch.Tensor:
+        """Masked frames, contrastive and diversity loss sums, perplexity, frames, utterances, batches."""
+        return torch.stack([
+            batch["mask_time_indices"].sum().float(),
+            outputs.contrastive_loss.detach().float(),
+            outputs.diversity_loss.detach().float(),
+            outputs.codevector_perplexity.detach().float(),
+            torch.tensor(float(batch["num_frames"]), device=self.device),
+            torch.tensor(float(batch["num_samples"]), device=self.device),
+            torch.tensor(1.0, device=self.device),
+        ])  # fmt: skip
+
+    def _scores(self, sums: torch.Tensor) -> dict[str, torch.Tensor]:
+        masked, contrastive, diversity, perplexity, frames, samples, batches = sums
+        weight = self.model.config.diversity_loss_weight
+        return {
+            "loss": (contrastive + weight * diversity) / masked,
+            "contrastive_loss": contrastive / masked,
+            "diversity_loss": diversity / masked,
+            "codevector_perplexity": perplexity / batches,
+            "percent_masked": 100.0 * masked / frames,
+            "num_samples": samples,
+        }
+
+    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every file in the batch failed to decode
+            return None
+        hp = self.hparams
+        temperature = gumbel_temperature(self.global_step, hp.max_gumbel_temperature,
+                                         hp.min_gumbel_temperature, hp.gumbel_temperature_decay)  # fmt: skip
+        self.model.set_gumbel_temperature(temperature)
+        outputs = self._forward(batch)
+        sums = self.trainer.strategy.reduce(self._sums(batch, outputs), reduce_op="sum")  # over all ranks
+        # DDP averages gradients over ranks: scaling by the world size makes that a sum over all masked frames
+        loss = outputs.loss * self.trainer.world_size / sums[0]
+        scores = self._scores(sums)
+        scores["codevector_perplexity"] = scores["codevector_perplexity"] / self.trainer.world_size
+        scores["gumbel_temperature"] = torch.tensor(temperature)
+        del scores["num_samples"]
+        for name, value in scores.items():
+            self.log(f"train/{name}", value, prog_bar=name in {"loss", "codevector_perplexity"},
+                     batch_size=batch["num_samples"])  # fmt: skip
+        if self.global_step == 0 and batch_idx == 0:
+            self._report("first training batch", scores)
+        self._last_train = scores
+        if batch["num_skipped"]:
+            self.log("train/skipped_audio", float(batch["num_skipped"]), reduce_fx="sum")
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the gradient norm before clipping; the guide calls 0.5 to 2 healthy."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:  # DeepSpeed keeps gradients in its own partitions
+            return
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        self.log("train/grad_norm", norm)
+        low, high = HEALTHY_GRAD_NORM
+        if not self._warned_grad_norm and not low / WARN_FACTOR <= norm <= high * WARN_FACTOR:
+            log.warning("gradient norm %.3g at step %d is far outside the healthy %.1f-%.1f: consider "
+                        "another optimizer.lr or batch size", norm, self.global_step, low, high)  # fmt: skip
+            self._warned_grad_norm = True
+
+    def on_train_end(self) -> None:
+        if self._last_train:
+            self._report(f"last training batch (step {self.global_step})", self._last_train)
+
+    def _report(self, when: str, scores: dict[str, torch.Tensor]) -> None:
+        if self.trainer.is_global_zero:
+            log.info("%s: loss %.4f, contrastive %.4f, diversity %.4f, codevector perplexity %.1f, "
+                     "gumbel temperature %.3f, %.1f%% of frames masked", when, scores["loss"],
+                     scores["contrastive_loss"], scores["diversity_loss"], scores["codevector_perplexity"],
+                     scores["gumbel_temperature"], scores["percent_masked"])  # fmt: skip
+
+    # evaluation: the same losses with the quantizer's hard choice (no Gumbel noise), no WER -------------
+    def _eval_step(self, batch: dict[str, Any] | None) -> None:
+        if batch is None:
+            return
+        sums = self._sums(batch, self._forward(batch))
+        self._eval_sums = sums if self._eval_sums is None else self._eval_sums + sums
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        sums, self._eval_sums = self._eval_sums, None
+        if sums is None:
+            sums = torch.zeros(7, device=self.device)  # this rank had no batch; the others may have
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        if sums[6] == 0:
+            return
+        for name, value in self._scores(sums).items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "loss")  # already summed over ranks
+
+    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        if self.hparams.optimizer is None:
+            raise ValueError("Wav2Vec2PretrainModule needs the optimizer config (optimizer=...)")
+        optimizer = optim.build_optimizer(self.model, self.hparams.optimizer)
+        scheduler = optim.build_scheduler(optimizer, self.hparams.optimizer, self.trainer.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # export -----------------------------------------------------------------------------------
+    def export(self, directory: str | Path) -> None:
+        """``save_pretrained`` of the pre-training model and its feature extractor."""
+        self.model.save_pretrained(directory)
+        self.feature_extractor.save_pretrained(directory)
