@@ -1,0 +1,248 @@
+"""wav2vec2 fine-tuning with CTC: a character vocabulary from the data, CTC loss, greedy decoding, WER/CER.
+
+``name_or_path`` is a hub id or a ``save_pretrained`` directory: a pre-trained wav2vec2
+(``facebook/wav2vec2-large-lv60``, or a ``Wav2Vec2ForPreTraining`` export of ``model=wav2vec2_pretrain_*``)
+or a CTC model; its encoder is kept and a new output layer is sized to the vocabulary. With
+``name_or_path: null`` the network is initialised at random from ``random_init`` (``Wav2Vec2Config``
+arguments): how the demo and the tests get a tiny wav2vec2 that runs the same code as the large one.
+
+The vocabulary (when ``tokenizer`` is null) comes from the training transcripts, which the datamodule
+reads after this module exists: it hands them to the collator (``build_vocabulary``) when it sets up the
+training split, and the network is built in ``configure_model``, once the output size is known (before
+Lightning restores a checkpoint). Checkpoints store the vocabulary: ``load_from_checkpoint`` rebuilds the
+same network from it, and resuming on data that gives another vocabulary is an error.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import (
+    Wav2Vec2Config,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForCTC,
+    Wav2Vec2Processor,
+)
+
+from asrkit import metrics, optim
+from asrkit.data.batching import Wav2Vec2CTCCollator
+from asrkit.data.vocab import build_ctc_tokenizer, tokenizer_from_vocabulary
+
+# Wav2Vec2Config attributes set from the module's arguments (on top of the checkpoint's or random_init's)
+CONFIG_OPTIONS = (
+    "layerdrop", "mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length",
+    "hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
+    "ctc_loss_reduction", "ctc_zero_infinity",
+)  # fmt: skip
+CHECKPOINT_KEY = "ctc_vocabulary"
+
+
+class Wav2Vec2CTCModule(L.LightningModule):
+    def __init__(
+        self,
+        name_or_path: str | None,
+        random_init: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        tokenizer_dir: str | None = None,
+        vocab_cache_dir: str | None = None,
+        word_delimiter_token: str = "|",
+        unk_token: str = "[UNK]",
+        pad_token: str = "[PAD]",
+        freeze_feature_encoder: bool = True,
+        gradient_checkpointing: bool = False,
+        attn_implementation: str = "sdpa",
+        layerdrop: float = 0.0,
+        mask_time_prob: float = 0.05,
+        mask_time_length: int = 10,
+        mask_feature_prob: float = 0.0,
+        mask_feature_length: int = 10,
+        hidden_dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        feat_proj_dropout: float = 0.0,
+        final_dropout: float = 0.0,
+        ctc_loss_reduction: str = "mean",
+        ctc_zero_infinity: bool = True,
+        optimizer: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if ctc_loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"model.ctc_loss_reduction={ctc_loss_reduction!r}: choose mean or sum")
+        if name_or_path is None:
+            if not random_init:
+                raise ValueError(
+                    "model.name_or_path is null, so model.random_init must give the Wav2Vec2Config"
+                )
+            clash = sorted(set(random_init) & {*CONFIG_OPTIONS, "vocab_size", "pad_token_id"})
+            if clash:
+                raise ValueError(f"model.random_init sets {clash}: set them as model.<name> instead")
+            if isinstance(random_init, DictConfig):  # nested lists too, for save_pretrained's JSON
+                random_init = OmegaConf.to_container(random_init, resolve=True)
+            self.base_config = Wav2Vec2Config(**random_init)
+        else:
+            self.base_config = Wav2Vec2Config.from_pretrained(name_or_path)
+        # What the pre-trained wav2vec2 checkpoints ship: models with a layer-norm front end (large-lv60,
+        # XLS-R) take an attention mask; group-norm ones (base) are fed zero padding without one.
+        self.feature_extractor = Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+            return_attention_mask=self.base_config.feat_extract_norm == "layer",
+        )  # fmt: skip
+        tokens = {"word_delimiter": word_delimiter_token, "unk_token": unk_token, "pad_token": pad_token}
+        self.collator = Wav2Vec2CTCCollator(
+            self.feature_extractor,
+            tokenizer=Wav2Vec2CTCTokenizer.from_pretrained(tokenizer) if tokenizer else None,
+            vocabulary=partial(build_ctc_tokenizer, cache_dir=vocab_cache_dir, **tokens),
+        )
+        self._tokens = tokens
+        self.model: Wav2Vec2ForCTC | None = None
+        self._predictions: list[tuple[int, str, str]] = []
+        if self.collator.tokenizer is not None:
+            self._build_model(load_weights=True)
+
+    # the network, once the vocabulary is known --------------------------------------------------
+    def _build_model(self, load_weights: bool) -> None:
+        hp = self.hparams
+        tokenizer = self.collator.tokenizer
+        options = {name: hp[name] for name in CONFIG_OPTIONS}
+        options |= {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        if hp.name_or_path is not None and load_weights:
+            # a pre-training checkpoint has no lm_head, a CTC one may have another vocabulary: new lm_head
+            model = Wav2Vec2ForCTC.from_pretrained(
+                hp.name_or_path, attn_implementation=hp.attn_implementation, ignore_mismatched_sizes=True,
+                **options,
+            )  # fmt: skip
+        else:  # random init, or weights that a checkpoint is about to overwrite
+            config = Wav2Vec2Config.from_dict(self.base_config.to_dict() | options)
+            model = Wav2Vec2ForCTC._from_config(config, attn_implementation=hp.attn_implementation)
+        if hp.freeze_feature_encoder:
+            model.freeze_feature_encoder()
+        if hp.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = model
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        if self.collator.tokenizer is None and getattr(self, "_trainer", None) is None:
+            return  # load_from_checkpoint: on_load_checkpoint builds the network from the stored vocabulary
+        if self.collator.tokenizer is None:  # e.g. testing before training: only the test split is set up
+            datamodule = self.trainer.datamodule
+            if datamodule is None:
+                raise RuntimeError(
+                    "no CTC vocabulary: the training transcripts come from the datamodule; "
+                    "give model.tokenizer=<dir with vocab.json> to run without one"
+                )
+            datamodule.setup("fit")  # setting up the training split builds the vocabulary
+        if self.collator.tokenizer is None:
+            raise RuntimeError(
+                "the datamodule gave no training transcripts to build the CTC vocabulary from: "
+                "give model.tokenizer=<dir with vocab.json> (an asrkit export or run's tokenizer/)"
+            )
+        self._build_model(load_weights=True)
+        if self.hparams.tokenizer_dir and self.trainer.is_global_zero:
+            self.collator.tokenizer.save_pretrained(self.hparams.tokenizer_dir)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.collator.tokenizer.get_vocab()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(CHECKPOINT_KEY)
+        if stored is None:
+            raise ValueError(
+                "this checkpoint holds no CTC vocabulary: it was not written by Wav2Vec2CTCModule"
+            )
+        if self.collator.tokenizer is None:  # load_from_checkpoint: no datamodule has run
+            self.collator.tokenizer = tokenizer_from_vocabulary(
+                stored, self.hparams.vocab_cache_dir, **self._tokens
+            )
+        elif self.collator.tokenizer.get_vocab() != stored:
+            raise ValueError(
+                f"the checkpoint's CTC vocabulary ({len(stored)} symbols) differs from the one built from "
+                f"this run's training transcripts ({len(self.collator.tokenizer)}): train on the same data "
+                "(or the same data.chars_to_ignore / data.do_lower_case) to resume"
+            )
+        if self.model is None:
+            self._build_model(load_weights=False)
+
+    # training -----------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every file in the batch failed to decode
+            return None
+        loss = self.model(
+            input_values=batch["input_values"],
+            attention_mask=batch.get("attention_mask"),
+            labels=batch["labels"],
+        ).loss
+        size = batch["num_samples"]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/padding_fraction", batch["padding_fraction"], batch_size=size)
+        if batch["num_skipped"]:
+            self.log("train/skipped_audio", float(batch["num_skipped"]), reduce_fx="sum")
+        return loss
+
+    # evaluation ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def transcribe(
+        self, input_values: torch.Tensor, input_lengths: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> list[str]:
+        """Greedy CTC decoding: the best symbol per frame, repeats merged, blanks dropped.
+
+        Frames computed from padding are cut off first, so a padded batch decodes as each file alone.
+        """
+        logits = self.model(input_values=input_values, attention_mask=attention_mask).logits
+        frames = self.model._get_feat_extract_output_lengths(input_lengths).tolist()
+        best = logits.argmax(dim=-1).cpu()
+        return self.collator.tokenizer.batch_decode([row[:n] for row, n in zip(best, frames, strict=True)])
+
+    def _eval_step(self, batch: dict[str, Any] | None) -> None:
+        if batch is None:
+            return
+        hypotheses = self.transcribe(
+            batch["input_values"], batch["input_lengths"], batch.get("attention_mask")
+        )
+        self._predictions.extend(zip(batch["indices"], batch["references"], hypotheses, strict=True))
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        predictions = metrics.gather_predictions(self, self._predictions)
+        self._predictions = []
+        if not predictions:
+            return
+        scores = metrics.error_rates([p[1] for p in predictions], [p[2] for p in predictions])
+        for name, value in scores.items():  # every rank holds the same gathered scores
+            self.log(f"{stage}/{name}", value, prog_bar=name == "wer")
+        self.eval_predictions = predictions  # (index, reference, hypothesis) of the last evaluation
+
+    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # optimisation -------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        if self.hparams.optimizer is None:
+            raise ValueError("Wav2Vec2CTCModule needs the optimizer config (optimizer=...)")
+        optimizer = optim.build_optimizer(self.model, self.hparams.optimizer)
+        scheduler = optim.build_scheduler(optimizer, self.hparams.optimizer, self.trainer.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # export -------------------------------------------------------------------------------------
+    def export(self, directory: str | Path) -> None:
+        """``save_pretrained`` of the model and its processor (feature extractor + CTC tokenizer)."""
+        self.model.save_pretrained(directory)
+        Wav2Vec2Processor(
+            feature_extractor=self.feature_extractor, tokenizer=self.collator.tokenizer
+        ).save_pretrained(directory)

@@ -1,0 +1,177 @@
+"""wav2vec2 + CTC: text preparation, vocabulary and its cache, collator, pre-training exports, whole runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining, pipeline
+
+from asrkit.config import asset_path
+from asrkit.data.batching import IGNORE_INDEX, Wav2Vec2CTCCollator
+from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
+from asrkit.data.vocab import build_ctc_tokenizer, build_vocabulary, cached_vocabulary
+from asrkit.models.wav2vec2_ctc import Wav2Vec2CTCModule
+from asrkit.train import train
+from tests.conftest import TINY_RUN, compose_config
+
+RECIPE_CHARS = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]  # run_speech_recognition_ctc
+
+
+def _ctc_run(tmp: Path, *extra: str) -> list[str]:
+    return ["experiment=demo_ctc", *TINY_RUN[1:], f"model.vocab_cache_dir={tmp / 'vocab_cache'}", *extra]
+
+
+# text and vocabulary ------------------------------------------------------------------------------
+def test_chars_to_ignore_are_deleted_literally_before_lower_casing() -> None:
+    pattern = chars_to_ignore_pattern(RECIPE_CHARS)
+    text = 'He said: "Well-known, 42%!" ‘ok’?'
+    # joined into one [...] class, "!-;" would be a range that also deletes the digits and "'"
+    assert prepare_label_text_ignoring(text, pattern, do_lower_case=True) == "he said wellknown 42 ok’"
+    assert prepare_label_text_ignoring("it's 3", pattern) == "it's 3"
+    assert prepare_label_text_ignoring("a1b22c", chars_to_ignore_pattern(r"\d+")) == "abc"  # a string: regex
+    assert chars_to_ignore_pattern(None) is None and chars_to_ignore_pattern([]) is None
+
+
+def test_vocabulary_is_the_training_characters_then_delimiter_unk_pad() -> None:
+    vocabulary = build_vocabulary(["ba c", "ca b"])
+    assert vocabulary == {"a": 0, "b": 1, "c": 2, "|": 3, "[UNK]": 4, "[PAD]": 5}
+    assert build_vocabulary(["one"])["|"] == 3  # the delimiter is there even without a space
+    with pytest.raises(ValueError, match="word delimiter"):
+        build_vocabulary(["a|b"])
+
+
+def test_tokenizer_maps_spaces_to_the_delimiter_and_unknown_characters_to_unk(tmp_path: Path) -> None:
+    tokenizer = build_ctc_tokenizer(["मित्र हवा", "नया"], cache_dir=tmp_path)
+    vocabulary = tokenizer.get_vocab()
+    ids = tokenizer(["हवा नया", "हवाई"]).input_ids
+    assert ids[0][3] == vocabulary["|"] and ids[1][-1] == vocabulary["[UNK]"]  # ई is not in training
+    assert tokenizer.pad_token_id == vocabulary["[PAD]"] == len(vocabulary) - 1 == len(tokenizer) - 1
+    # greedy CTC output: repeats merge, blanks ([PAD]) separate a doubled letter and are dropped
+    h, v, a, n, y = (vocabulary[c] for c in "हवानय")
+    blank, space = tokenizer.pad_token_id, vocabulary["|"]
+    assert tokenizer.decode([h, h, blank, v, v, a, space, space, n, y, blank, a]) == "हवा नया"
+
+
+def test_vocabulary_cache_is_reused_for_the_same_data_and_rebuilt_when_it_changes(tmp_path: Path) -> None:
+    texts = ["the cat", "a dog"]
+    first, built = cached_vocabulary(texts, tmp_path)
+    assert built and json.loads(first.read_text())["|"] == len(set("thecatadog"))
+    first.write_text(json.dumps({"sentinel": 0}))  # a reused file is read, not rebuilt
+    again, built = cached_vocabulary(list(texts), tmp_path)
+    assert again == first and not built and json.loads(again.read_text()) == {"sentinel": 0}
+    changed, built = cached_vocabulary(texts + ["a cow"], tmp_path)
+    assert built and changed != first and "w" in json.loads(changed.read_text())
+    other_tokens, built = cached_vocabulary(texts, tmp_path, word_delimiter="_")
+    assert built and other_tokens not in (first, changed)
+
+
+def test_collator_normalises_like_the_feature_extractor_and_pads_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    waves = [(0.3 * rng.standard_normal(n) + 0.1).astype(np.float32) for n in (16_000, 6_000)]
+    extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True)
+    collator = Wav2Vec2CTCCollator(extractor, build_ctc_tokenizer(["ab", "b a"], cache_dir=tmp_path))
+    texts = ["ab a", "b"]
+    examples = [{"index": i, "audio": waves[i], "text": texts[i], "reference": texts[i]} for i in range(2)]
+    batch = collator([examples[0], None, examples[1]])
+    expected = extractor(waves, sampling_rate=16_000, padding=True, return_tensors="pt")
+    torch.testing.assert_close(batch["input_values"], expected.input_values, atol=1e-5, rtol=1e-5)
+    assert torch.equal(batch["attention_mask"], expected.attention_mask.long())
+    assert batch["labels"].shape == (2, 4) and (batch["labels"][1, 1:] == IGNORE_INDEX).all()
+    assert batch["padding_fraction"] == pytest.approx(10_000 / 32_000)
+    assert batch["num_skipped"] == 1 and batch["indices"] == [0, 1]
+    with pytest.raises(ValueError, match="tokenizer or a vocabulary"):
+        Wav2Vec2CTCCollator(extractor)
+
+
+# loading a pre-training export --------------------------------------------------------------------
+def test_a_pretraining_save_pretrained_dir_loads_its_encoder_with_a_new_ctc_head(tmp_path: Path) -> None:
+    cfg = compose_config(_ctc_run(tmp_path), tmp_path)
+    settings = OmegaConf.to_container(cfg.model.random_init)  # the demo's tiny network
+    pretrained = Wav2Vec2ForPreTraining(Wav2Vec2Config(**settings, num_negatives=10))
+    pretrained.save_pretrained(tmp_path / "pretrained")
+
+    overrides = [f"model.name_or_path={tmp_path / 'pretrained'}", "model.tokenizer_dir=null"]
+    cfg = compose_config(_ctc_run(tmp_path, *overrides), tmp_path)
+    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+    module.collator.build_vocabulary(["मित्र हवा", "नया"])  # what the datamodule does when it sets up training
+    module.configure_model()
+
+    loaded = module.model.wav2vec2.state_dict()
+    for name, weight in pretrained.wav2vec2.state_dict().items():
+        assert torch.equal(loaded[name], weight), name
+    assert module.model.lm_head.out_features == len(module.collator.tokenizer)
+    assert module.model.config.pad_token_id == module.collator.tokenizer.pad_token_id
+    assert module.model.config.ctc_zero_infinity and module.model.config.layerdrop == 0.0
+    batch = module.collator([{"index": 0, "audio": np.zeros(16_000, np.float32) + 0.01, "text": "हवा नया",
+                              "reference": "हवा नया"}])  # fmt: skip
+    inputs = {key: batch[key] for key in ("input_values", "attention_mask", "labels")}
+    assert torch.isfinite(module.model(**inputs).loss)
+
+
+# whole runs ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four steps of experiment=demo_ctc, with a test before training (the vocabulary must exist by then)."""
+    out = tmp_path_factory.mktemp("ctc_run")
+    train(compose_config(_ctc_run(out, "test_before_training=true"), out))
+    return out
+
+
+def test_short_run_writes_checkpoints_metrics_vocabulary_and_a_working_export(short_run: Path) -> None:
+    checkpoints = sorted(p.name for p in (short_run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-step") for name in checkpoints)
+    results = json.loads((short_run / "metrics.json").read_text())
+    assert results["global_step"] == 4
+    for stage in ("test_before", "test"):
+        assert set(results[stage]) == {"wer_raw", "wer", "cer", "num_samples"}
+        assert results[stage]["num_samples"] == 8
+    scalars = EventAccumulator(str(short_run / "tensorboard")).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/padding_fraction", "val/wer", "val/cer"} <= set(scalars)
+
+    export = short_run / "export"
+    vocabulary = json.loads((export / "vocab.json").read_text())
+    assert vocabulary == json.loads((short_run / "tokenizer" / "vocab.json").read_text())
+    size = len(vocabulary)
+    assert [vocabulary[s] for s in ("|", "[UNK]", "[PAD]")] == [size - 3, size - 2, size - 1]
+    assert "म" in vocabulary
+    assert "Optimizer steps: 4" in (export / "README.md").read_text()
+    recognizer = pipeline("automatic-speech-recognition", model=str(export))
+    audio, rate = soundfile.read(Path(asset_path("demo_speech")) / "test" / "test_0000.flac", dtype="float32")
+    text = recognizer({"raw": audio, "sampling_rate": rate})["text"]
+    assert isinstance(text, str) and set(text) <= set(vocabulary) | {" "}
+    assert type(recognizer.model).__name__ == "Wav2Vec2ForCTC"
+
+
+def test_load_from_checkpoint_rebuilds_the_network_from_the_stored_vocabulary(short_run: Path) -> None:
+    best = next((short_run / "checkpoints").glob("best-step*.ckpt"))
+    module = Wav2Vec2CTCModule.load_from_checkpoint(best, map_location="cpu")
+    exported = json.loads((short_run / "export" / "vocab.json").read_text())
+    assert module.collator.tokenizer.get_vocab() == exported
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    assert torch.equal(module.model.lm_head.weight, state["model.lm_head.weight"])
+
+
+def test_resume_continues_at_the_saved_global_step(short_run: Path, tmp_path: Path) -> None:
+    last = short_run / "checkpoints" / "last.ckpt"
+    train(compose_config(_ctc_run(short_run, "export=false", "data.test_split=null", "trainer.max_steps=7",
+                                  f"ckpt_path={last}"), tmp_path))  # fmt: skip
+    assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 7
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    steps = [event.step for event in events.Scalars("train/loss")]
+    assert steps and min(steps) >= 4, f"the resumed run logged steps {steps}: it restarted from scratch"
+
+
+def test_resuming_on_data_that_gives_another_vocabulary_is_an_error(short_run: Path, tmp_path: Path) -> None:
+    last = short_run / "checkpoints" / "last.ckpt"
+    changed = _ctc_run(short_run, "export=false", "data.test_split=null", "trainer.max_steps=7",
+                       f"ckpt_path={last}", "data.chars_to_ignore=['म']")  # fmt: skip
+    with pytest.raises(ValueError, match="vocabulary"):
+        train(compose_config(changed, tmp_path))
