@@ -17,8 +17,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from asrkit.data.audio import AudioDecodeError, audio_duration, decode_audio
+from asrkit.data.mixing import load_mixture
 from asrkit.data.sampler import DurationBucketBatchSampler
-from asrkit.data.sources import AUDIO, DURATION, TEXT, load_split
+from asrkit.data.sources import AUDIO, DURATION, TEXT, Split, load_split
+from asrkit.data.streaming import AudioTextStream, StreamProgress, shard_stream, stream_loader
 from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,9 @@ class ASRDataModule(L.LightningDataModule):
     """Train/validation/test splits of one source, filtered by duration and label length.
 
     Durations come from ``duration_column`` when the dataset has one, else from each file's header;
-    no audio is decoded before a batch needs it. The ``collator`` (one per model family, built by the
+    no audio is decoded before a batch needs it. With ``streaming`` each split is read, filtered and decoded
+    as it is consumed instead (:mod:`asrkit.data.streaming`); ``sources`` (``data=mix``) combines several
+    sources (:mod:`asrkit.data.mixing`). The ``collator`` (one per model family, built by the
     model module) tokenises labels and builds model inputs.
     """
 
@@ -129,6 +133,12 @@ class ASRDataModule(L.LightningDataModule):
         preprocessed_dir: str | None = None,
         chars_to_ignore: str | list[str] | None = None,
         bucketing: dict[str, Any] | None = None,
+        streaming: bool = False,
+        shuffle_buffer_size: int = 0,
+        shuffle_seed: int = 0,
+        sources: dict[str, dict[str, Any]] | None = None,
+        mixing: str = "interleave",
+        stopping_strategy: str = "first_exhausted",
         collator: Any = None,
     ) -> None:
         super().__init__()
@@ -168,11 +178,25 @@ class ASRDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.preprocessing_num_workers = preprocessing_num_workers
         self.collator = collator
-        self.datasets: dict[str, AudioTextDataset] = {}
+        # data.streaming: read each split as it is consumed (asrkit.data.streaming)
+        self.streaming = streaming
+        self.stream_options = {"shuffle_buffer_size": shuffle_buffer_size, "seed": shuffle_seed}
+        self.stream_progress = StreamProgress()
+        if streaming and self.bucketing.get("enabled"):
+            raise ValueError(
+                "data.bucketing.enabled=true needs every duration up front, which data.streaming=true "
+                "does not read: turn one of them off"
+            )
+        # data=mix: several sources combined (asrkit.data.mixing)
+        self.sources = sources
+        self.mixing = {"strategy": mixing, "stopping_strategy": stopping_strategy, "seed": shuffle_seed}
+        self.datasets: dict[str, AudioTextDataset | AudioTextStream] = {}
         self.durations: dict[str, list[float]] = {}
 
     def prepare_data(self) -> None:
         """Download and index every split once per node (the header reads are cached by ``datasets``)."""
+        if self.streaming:  # nothing is downloaded or indexed up front
+            return
         for split in self.splits:
             if self.splits[split] and not self._preprocessed_path(split).is_dir():
                 self._load(split)
@@ -180,7 +204,9 @@ class ASRDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"]}
         for split in wanted.get(stage or "", list(self.splits)):
-            if split not in self.datasets and self.splits[split]:
+            if split not in self.datasets and self.splits[split] and self.streaming:
+                self.datasets[split] = self._stream(split)
+            elif split not in self.datasets and self.splits[split]:
                 dataset, durations = self._load_preprocessed(split) or self._filter(split, *self._load(split))
                 if split == "train" and hasattr(self.collator, "build_vocabulary"):  # CTC, from the texts
                     self.collator.build_vocabulary([self.prepare_text(text) for text in dataset[TEXT]])
@@ -189,11 +215,18 @@ class ASRDataModule(L.LightningDataModule):
                 )
                 self.durations[split] = durations
 
-    def _read(self, split: str) -> datasets.Dataset:
+    def _read(self, split: str, streaming: bool = False) -> Split:
+        source = self.source | {"streaming": streaming}
         if split == "train" and self.train_parts:
-            dataset = load_concatenated(self.train_parts, **self.source)
+            dataset = load_concatenated(self.train_parts, **source)
+        elif self.sources:
+            defaults = self.source | {f"{role}_split": name for role, name in self.splits.items()}
+            dataset = load_mixture(self.sources, split, defaults, streaming=streaming,
+                                   prepare_text=self.prepare_text, **self.mixing)  # fmt: skip
         else:
-            dataset = load_split(split=self.splits[split], **self.source)
+            dataset = load_split(split=self.splits[split], **source)
+        if streaming:  # max_samples is applied by shard_stream
+            return dataset
         if self.max_samples[split] is not None:
             dataset = dataset.select(range(min(self.max_samples[split], len(dataset))))
         return dataset
@@ -243,12 +276,16 @@ class ASRDataModule(L.LightningDataModule):
         return dataset.select(keep), [durations[i] for i in keep]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if self.streaming:
+            return self._stream_loader(split, batch_size)
         return DataLoader(
             self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
             collate_fn=self.collator, persistent_workers=self.num_workers > 0, pin_memory=False,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            return self._stream_loader("train", self.per_device_batch_size)
         if self.bucketing.get("enabled"):
             options = {key: value for key, value in self.bucketing.items() if key != "enabled"}
             durations, batch_size = self.durations["train"], self.per_device_batch_size
@@ -264,6 +301,44 @@ class ASRDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    # streaming (data.streaming=true) ---------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def _stream(self, split: str) -> AudioTextStream:
+        """This rank's part of a split, filtered and decoded as it is read; training's never ends."""
+        rank, world_size = self._rank()
+        train = split == "train"
+        dataset = self._read(split, streaming=True)
+        if train and getattr(self.collator, "vocabulary", None) is not None:  # CTC: vocabulary from the texts
+            log.info("reading the training transcripts once to build the CTC vocabulary")
+            texts = [self.prepare_text(row[TEXT] or "") for row in dataset.select_columns([TEXT])]
+            self.collator.build_vocabulary(texts)
+        options = self.stream_options if train else {}
+        dataset = shard_stream(dataset, **options, rank=rank, world_size=world_size,
+                               max_samples=self.max_samples[split])  # fmt: skip
+        return AudioTextStream(
+            dataset, split, self.collator.sampling_rate, self.prepare_text, self.duration_range,
+            collator=self.collator if train else None, require_text=self.require_text, endless=train,
+            rank=rank, world_size=world_size,
+        )  # fmt: skip
+
+    def _stream_loader(self, split: str, batch_size: int) -> DataLoader:
+        stream = self.datasets[split]
+        if split == "train":  # a resumed run continues where the checkpoint's training batches ended
+            stream.resume_from = self.stream_progress.resume_positions(*self._rank(), self.num_workers)
+        return stream_loader(stream, batch_size, self.num_workers, self.collator)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.stream_progress.record(batch)  # the training batch about to be trained on
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training stream's position (saved in Lightning checkpoints); nothing for map-style data."""
+        return self.stream_progress.state_dict() if self.streaming else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stream_progress.load_state_dict(state_dict)
 
     # preprocess once (preprocess_only=true), load everywhere -----------------------------------------
     def preprocess(self) -> dict[str, Path]:

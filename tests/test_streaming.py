@@ -1,0 +1,206 @@
+"""Streaming: on-the-fly filtering and decoding, per-pass reshuffles, disjoint DDP ranks, exact resumption."""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import pytest
+import torch
+from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+from asrkit.config import asset_path
+from asrkit.data import streaming
+from asrkit.data.batching import WhisperCollator
+from asrkit.data.datamodule import ASRDataModule
+from asrkit.train import train
+from tests.conftest import TINY_RUN, compose_config
+from tests.hub_repo import build_hub_repo
+
+SIZES = {"train": 12, "validation": 6, "test": 5}
+
+
+@pytest.fixture(autouse=True)
+def _short_pause_at_stream_ends(monkeypatch) -> None:
+    """datasets sleeps 5 s wherever a multi-shard parquet stream ends (apache/arrow#45214); tests end many."""
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0.01)
+
+
+@pytest.fixture(scope="module")
+def collator() -> WhisperCollator:
+    tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
+    tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
+    return WhisperCollator(WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448,
+                           max_input_seconds=3.0)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two parquet shards per split, transcripts numbered so that every example is told apart by its text."""
+    root = tmp_path_factory.mktemp("stream") / "speech"
+    build_hub_repo(root, SIZES, shards=2, duration_column="seconds", texts=lambda text, n: f"{n:03d} {text}")
+    return root
+
+
+def _datamodule(root: Path, collator: WhisperCollator, rank: int | None = None, **kwargs) -> ASRDataModule:
+    settings = dict(
+        path=str(root), name="hi", train_split="train+validation", validation_split="test", test_split="test",
+        text_column="sentence", global_batch_size=4, streaming=True, shuffle_buffer_size=0, collator=collator,
+    )  # fmt: skip
+    datamodule = ASRDataModule(**(settings | kwargs))
+    if rank is not None:  # what Lightning's DDP gives the datamodule before setup
+        datamodule.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def _one_pass(stream: streaming.AudioTextStream) -> list[str]:
+    """The references of the examples of the first pass over an (endless) training stream."""
+    texts = []
+    for example, position in stream:
+        if position is not None and position["pass"] > 0:
+            break
+        texts.append(example["reference"])
+    return texts
+
+
+def _number(text: str) -> int:
+    return int(text.split()[0])
+
+
+def test_evaluation_streams_read_each_example_once_in_order(repo: Path, collator) -> None:
+    streamed = _datamodule(repo, collator)
+    indexed = _datamodule(repo, collator, streaming=False)
+    references = [r for batch in streamed.val_dataloader() for r in batch["references"]]
+    assert references == [r for batch in indexed.val_dataloader() for r in batch["references"]]
+    assert len(references) == SIZES["test"] and "stream_position" not in next(iter(streamed.val_dataloader()))
+
+
+def test_training_never_runs_out_and_reshuffles_every_pass(repo: Path, collator) -> None:
+    stream = _datamodule(repo, collator, shuffle_buffer_size=5).datasets["train"]
+    passes: dict[int, list[int]] = {}
+    for example, position in stream:
+        if position["pass"] == 3:
+            break
+        passes.setdefault(position["pass"], []).append(_number(example["reference"]))
+    everything = SIZES["train"] + SIZES["validation"]
+    assert all(sorted(numbers) == list(range(everything)) for numbers in passes.values())
+    assert len({tuple(numbers) for numbers in passes.values()}) == 3, passes  # three different orders
+
+
+@pytest.mark.parametrize("split", ["train+validation", "test"], ids=["whole-shards", "every-other-example"])
+def test_two_ddp_ranks_read_disjoint_parts(repo: Path, collator, split: str) -> None:
+    """4 shards split by shard between 2 ranks; 2 shards of 5 examples need the per-example split."""
+    parts = []
+    for rank in (0, 1):
+        datamodule = _datamodule(repo, collator, rank=rank, train_split=split, shuffle_buffer_size=4)
+        train_part = [_number(t) for t in _one_pass(datamodule.datasets["train"])]
+        parts.append((train_part, [_number(r) for b in datamodule.val_dataloader() for r in b["references"]]))
+    (train0, val0), (train1, val1) = parts
+    assert train0 and train1 and not set(train0) & set(train1)
+    full = _one_pass(_datamodule(repo, collator, train_split=split).datasets["train"])
+    assert sorted(train0 + train1) == sorted(_number(t) for t in full)
+    assert val0 and val1 and not set(val0) & set(val1) and len(val0 + val1) == SIZES["test"]
+
+
+def _consume(datamodule: ASRDataModule, batches: int) -> list[list[str]]:
+    """Train on ``batches`` batches as Lightning does: each goes through on_before_batch_transfer."""
+    loader, seen = iter(datamodule.train_dataloader()), []
+    for _ in range(batches):
+        batch = datamodule.on_before_batch_transfer(next(loader), 0)
+        assert "stream_position" not in batch  # the model never sees it
+        seen.append(batch["references"])
+    return seen
+
+
+def _saved_and_loaded(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # as in a Lightning checkpoint
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_continues_at_the_next_unseen_example(repo: Path, collator, monkeypatch, num_workers) -> None:
+    uninterrupted = _consume(_datamodule(repo, collator, num_workers=num_workers), 8)  # beyond one pass (18)
+
+    first = _datamodule(repo, collator, num_workers=num_workers)
+    assert _consume(first, 2) == uninterrupted[:2]
+    state = _saved_and_loaded(copy.deepcopy(first.state_dict()))
+
+    decoded, decode = Counter(), streaming.decode_audio
+
+    def counted_decode(*args, **kwargs):
+        decoded["call"] += 1
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(streaming, "decode_audio", counted_decode)
+    resumed = _datamodule(repo, collator, num_workers=num_workers)
+    resumed.load_state_dict(state)
+    assert _consume(resumed, 6) == uninterrupted[2:8]
+    if num_workers == 0:  # (workers decode in their own processes, where this counter is not)
+        assert decoded["call"] == 6 * 4  # nothing before the saved position was decoded again
+    assert resumed.state_dict()["ranks"][0]  # and the positions move on, to be saved again
+
+
+def test_resume_with_a_shuffle_buffer_repeats_nothing(repo: Path, collator) -> None:
+    first = _datamodule(repo, collator, shuffle_buffer_size=6)
+    consumed = [_number(r) for batch in _consume(first, 2) for r in batch]
+    resumed = _datamodule(repo, collator, shuffle_buffer_size=6)
+    resumed.load_state_dict(_saved_and_loaded(first.state_dict()))
+    resumed.train_dataloader()  # hands the saved positions to the stream
+    rest = [_number(t) for t in _one_pass(resumed.datasets["train"])]
+    assert rest and not set(rest) & set(consumed) and len(set(rest)) == len(rest)
+
+
+def test_a_different_world_size_restarts_the_stream_with_a_warning(repo: Path, collator, caplog) -> None:
+    first = _datamodule(repo, collator)
+    _consume(first, 1)
+    resumed = _datamodule(repo, collator, num_workers=2)
+    resumed.load_state_dict(first.state_dict())
+    with caplog.at_level(logging.WARNING):
+        resumed.train_dataloader()
+    assert "starts again from its beginning" in caplog.text and resumed.datasets["train"].resume_from == {}
+
+
+def test_bad_audio_is_counted_and_skipped(tmp_path: Path, collator, caplog) -> None:
+    ids = build_hub_repo(tmp_path, {"train": 6, "test": 2}, corrupt=frozenset({"train_0002.flac"}))
+    datamodule = _datamodule(tmp_path, collator, train_split="train")
+    with caplog.at_level(logging.WARNING):
+        loader = iter(datamodule.train_dataloader())
+        batches = [datamodule.on_before_batch_transfer(next(loader), 0) for _ in range(3)]
+    assert "train_0002.flac" in ids["hi", "train"]
+    assert sum(b["num_skipped"] for b in batches[:2]) == 1 and sum(b["num_samples"] for b in batches[:2]) == 7
+    assert "train_0002.flac" in caplog.text and "dropped 1 of 6 examples: unreadable audio" in caplog.text
+
+
+@pytest.mark.parametrize("duration_column", ["seconds", None], ids=["duration-column", "file-headers"])
+def test_durations_are_filtered_on_the_fly(repo: Path, collator, caplog, duration_column) -> None:
+    everything = _one_pass(_datamodule(repo, collator, duration_column="seconds").datasets["train"])
+    with caplog.at_level(logging.WARNING):
+        datamodule = _datamodule(repo, collator, duration_column=duration_column, max_duration_in_seconds=2.0)
+        kept = _one_pass(datamodule.datasets["train"])
+    assert 0 < len(kept) < len(everything)
+    dropped = len(everything) - len(kept)
+    assert f"dropped {dropped} of {len(everything)} examples: duration outside [0.0, 2.0] s" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_resumed_streaming_run_continues_the_stream(tmp_path: Path) -> None:
+    """Real Lightning runs: the position goes into last.ckpt and the resumed run reads on from it."""
+    stream = TINY_RUN + ["data.streaming=true", "data.shuffle_buffer_size=0", "export=false",
+                         "data.test_split=null", "trainer.val_check_interval=100"]  # fmt: skip
+    train(compose_config(stream + ["trainer.max_steps=2"], tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    position = torch.load(last, weights_only=False)["ASRDataModule"]["ranks"][0][0]
+    assert (position["pass"], position["count"]) == (0, 2 * 16)
+
+    train(compose_config(stream + ["trainer.max_steps=3", f"ckpt_path={last}"], tmp_path / "second"))
+    position = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (position["ASRDataModule"]["ranks"][0][0]["count"]) == 3 * 16  # not 16: it did not start over
+
