@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -44,10 +46,16 @@ def register_resolvers() -> None:
 
 def apply_environment(cfg: DictConfig) -> None:
     """Export ``hw.env`` into this process (and so into every process it starts)."""
-    for key, value in (cfg.hw.get("env") or {}).items():
-        if os.environ.get(key) != str(value):
-            log.info("environment: %s=%s (from hw.env)", key, value)
-            os.environ[key] = str(value)
+    export_environment(cfg.hw.get("env"))
+
+
+def export_environment(env: Mapping[str, Any] | None) -> None:
+    """Set each ``NAME: value`` as an environment variable (booleans as 1/0, as Habana's PT_HPU_* expect)."""
+    for key, value in (env or {}).items():
+        text = str(int(value)) if isinstance(value, bool) else str(value)
+        if os.environ.get(key) != text:
+            log.info("environment: %s=%s (from hw.env)", key, text)
+            os.environ[key] = text
 
 
 def compose_config(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:

@@ -1,28 +1,84 @@
 """Turn the ``hw`` config into Lightning Trainer arguments.
 
-``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` go to the Trainer as they are.
+``accelerator``, ``devices`` and ``num_nodes`` go to the Trainer as they are (``devices: auto`` under an
+external launcher becomes the processes it started per node). ``strategy`` is a Lightning name
+(``auto``, ``ddp``) or a config with a ``_target_`` (``DDPStrategy``, ``DeepSpeedStrategy``,
+``SingleHPUStrategy``, ...), built here; ``plugins`` is a list of such configs (Habana's precision plugin).
 ``precision: auto`` picks bf16-mixed on GPUs that support it and 16-mixed on older GPUs; on a CPU,
 bf16-mixed where the processor has native bf16 dot products (AVX512-BF16 or AMX; 1.3x the fp32 step
 rate of the demo Whisper in ``benchmarks/cpu_step.py``) and 32-true elsewhere. The world size
 (devices x nodes) is what global batch sizes are divided by.
+
+Platform packages (lightning_habana, habana_frameworks, deepspeed, mpi4py) are imported only when the
+config names them; a missing one is a one-line error naming the asrkit extra that installs it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
+# top-level package -> the asrkit extra that installs it
+EXTRAS = {
+    "lightning_habana": "gaudi", "habana_frameworks": "gaudi", "deepspeed": "deepspeed", "mpi4py": "mpi",
+}  # fmt: skip
+# DeepSpeed config keys that asrkit sets from elsewhere (Lightning derives them from the Trainer and data)
+DEEPSPEED_DERIVED_KEYS = {
+    "gradient_accumulation_steps": "derived from data.global_batch_size / (per-device batch x world size)",
+    "train_batch_size": "it is data.global_batch_size",
+    "optimizer": "the optimizer group builds the optimizer (optimizer.factory)",
+    "scheduler": "the optimizer group builds the learning-rate schedule (optimizer.scheduler)",
+}
 
+
+def require(package: str, what: str) -> None:
+    """Import ``package`` or stop with a one-line error naming the extra that installs it."""
+    try:
+        importlib.import_module(package)
+    except ImportError as error:
+        root = package.split(".")[0]
+        extra = EXTRAS.get(root)
+        hint = f"pip install 'asrkit[{extra}]'" if extra else f"pip install {root}"
+        raise ImportError(f"{what} needs the {root} package ({error}); install it: {hint}") from None
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+# --- how this process was launched ------------------------------------------------------------------
+def external_launch() -> tuple[str, int, int] | None:
+    """``(launcher, world size, processes per node)`` when torchrun, SLURM's srun or mpirun started this
+    process (one process per device); None when asrkit starts its own processes."""
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env:
+        return "torchrun", int(env["WORLD_SIZE"]), int(env["LOCAL_WORLD_SIZE"])
+    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        world = int(env["SLURM_NTASKS"])
+        return "srun", world, world // int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES", "1"))
+    mpi_sizes = (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"), ("PMI_SIZE", "MPI_LOCALNRANKS"))
+    for size, local in mpi_sizes:
+        if size in env and int(env[size]) > 1:
+            require("mpi4py", "a run launched by mpirun (Lightning's MPIEnvironment)")
+            return "mpirun", int(env[size]), int(env.get(local, env[size]))
+    return None
+
+
+# --- devices and world size -------------------------------------------------------------------------
 def _cuda_usable(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
@@ -34,6 +90,8 @@ def resolve_precision(hw: Mapping[str, Any]) -> str:
     accelerator = str(hw["accelerator"])
     if _cuda_usable(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if accelerator == "hpu":
+        return "bf16-mixed"
     if accelerator in ("auto", "cpu") and cpu_has_native_bf16():
         return "bf16-mixed"
     return "32-true"
@@ -45,30 +103,167 @@ def cpu_has_native_bf16() -> bool:
 
 
 def devices_per_node(hw: Mapping[str, Any]) -> int:
+    """Processes per node: ``hw.devices``, or for ``auto`` the launcher's count or every visible device."""
     devices = hw.get("devices", "auto")
-    if isinstance(devices, int):
-        return devices
-    if isinstance(devices, (list, tuple)) or hasattr(devices, "__len__") and not isinstance(devices, str):
-        return len(devices)
+    launched = external_launch()
     if devices in ("auto", -1, "-1"):
-        return torch.cuda.device_count() if _cuda_usable(str(hw["accelerator"])) else 1
-    return int(devices)
+        if launched:
+            return launched[2]
+        if _cuda_usable(str(hw["accelerator"])):
+            return torch.cuda.device_count()
+        if hw["accelerator"] == "hpu":
+            require("lightning_habana", "hw.accelerator=hpu")
+            from lightning_habana.pytorch.accelerator import HPUAccelerator
+
+            return HPUAccelerator.auto_device_count()
+        return 1
+    if isinstance(devices, int) or isinstance(devices, str) and devices.isdigit():
+        count = int(devices)
+    elif isinstance(devices, str) and devices.replace(",", "").strip().isdigit():
+        count = len([index for index in devices.split(",") if index.strip()])  # "0,1": device indices
+    elif not isinstance(devices, str):
+        count = len(devices)  # a list of device indices
+    else:
+        raise ValueError(f"hw.devices={devices!r}: use auto, a count or a list of device indices")
+    if launched and count != launched[2]:
+        raise ValueError(
+            f"hw.devices={count} but {launched[0]} started {launched[2]} processes per node: "
+            f"set hw.devices={launched[2]} (or auto), or launch {count} per node"
+        )
+    return count
 
 
 def world_size(hw: Mapping[str, Any]) -> int:
-    """Processes taking part in one optimizer step: devices per node x nodes."""
-    return devices_per_node(hw) * int(hw.get("num_nodes", 1))
+    """Processes taking part in one optimizer step: devices per node x nodes (the launcher's count when
+    torchrun, srun or mpirun started the processes)."""
+    per_node, nodes = devices_per_node(hw), int(hw.get("num_nodes", 1))
+    launched = external_launch()
+    if launched and per_node * nodes != launched[1]:
+        raise ValueError(
+            f"hw.num_nodes={nodes} x {per_node} devices = {per_node * nodes} processes, but {launched[0]} "
+            f"started {launched[1]}: set hw.num_nodes={launched[1] // per_node}"
+        )
+    if nodes > 1 and not launched and "NODE_RANK" not in os.environ:
+        raise ValueError(
+            f"hw.num_nodes={nodes}: start asrkit on every node with torchrun, srun or mpirun "
+            "(see conf/hw/multi_node.yaml), or set MASTER_ADDR, MASTER_PORT and NODE_RANK on each"
+        )
+    return per_node * nodes
+
+
+# --- strategy, plugins and the Trainer arguments ----------------------------------------------------
+def check_deepspeed_config(config: Mapping[str, Any], where: str) -> None:
+    """Reject what only the Hugging Face Trainer understands (``"auto"``), keys asrkit derives, and ZeRO-3."""
+    for key, reason in DEEPSPEED_DERIVED_KEYS.items():
+        if key in config:
+            raise ValueError(f"{where}.{key}: remove it from the DeepSpeed config, {reason}")
+    if (config.get("zero_optimization") or {}).get("stage") == 3:
+        raise ValueError(
+            f"{where}.zero_optimization.stage=3 shards the weights themselves, and asrkit's test and export "
+            "need whole weights in every process: use stage 1 or 2"
+        )
+    _reject_auto(config, where)
+
+
+def _reject_auto(config: Mapping[str, Any], where: str) -> None:
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            _reject_auto(value, f"{where}.{key}")
+        elif value == "auto":
+            raise ValueError(
+                f"{where}.{key}=auto: DeepSpeed 'auto' values only work inside the Hugging Face Trainer; "
+                "give a concrete value or remove the key"
+            )
+
+
+def _target_class(node: Mapping[str, Any], where: str) -> type:
+    target = str(node["_target_"])
+    root = target.split(".")[0]
+    if root in EXTRAS:
+        require(root, f"{where}={target}")
+    return get_class(target)
+
+
+def build_strategy(hw: Mapping[str, Any]) -> Any:
+    """``hw.strategy``: a Lightning name as it is, or the strategy object its ``_target_`` describes."""
+    node = hw.get("strategy", "auto")
+    if not isinstance(node, Mapping):
+        return node
+    cls = _target_class(node, "hw.strategy")
+    if "deepspeed" in cls.__name__.lower():
+        require("deepspeed", f"hw.strategy={cls.__name__}")
+        if not isinstance(node.get("config"), Mapping):
+            raise ValueError(f"hw.strategy={cls.__name__} needs hw.strategy.config (e.g. ${{hw.deepspeed}})")
+        where = "hw.deepspeed" if "deepspeed" in hw else "hw.strategy.config"
+        check_deepspeed_config(_plain(node["config"]), where)
+    strategy = instantiate(node, _convert_="all")
+    log.info("strategy: %s", type(strategy).__name__)
+    return strategy
+
+
+def build_plugins(hw: Mapping[str, Any]) -> list[Any]:
+    """``hw.plugins``: the Lightning plugin objects (precision, checkpoint IO, cluster environment)."""
+    plugins = []
+    for index, node in enumerate(hw.get("plugins") or []):
+        _target_class(node, f"hw.plugins[{index}]")
+        plugins.append(instantiate(node, _convert_="all"))
+    return plugins
+
+
+def _check_available(hw: Mapping[str, Any]) -> None:
+    """Stop early, naming the profile's needs, when the accelerator it asks for is not on this machine."""
+    accelerator = str(hw["accelerator"])
+    if accelerator == "hpu":
+        require("lightning_habana", "hw.accelerator=hpu")
+        from lightning_habana.pytorch.accelerator import HPUAccelerator
+
+        if not HPUAccelerator.is_available():
+            raise RuntimeError(
+                "hw.accelerator=hpu: HPU not available on this machine (no Gaudi device or no "
+                "habana_frameworks); use a Gaudi host with the SynapseAI software, or hw=cpu / hw=auto here"
+            )
+    elif accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"hw.accelerator={accelerator}: no CUDA GPU here; use hw=cpu or hw=auto")
 
 
 def trainer_kwargs(hw: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``lightning.Trainer`` arguments accelerator, devices, num_nodes, strategy and precision."""
-    return {
+    """The ``lightning.Trainer`` arguments accelerator, devices, num_nodes, strategy, precision, plugins."""
+    from asrkit.config import export_environment
+
+    export_environment(hw.get("env"))  # Habana's PT_HPU_* are read when its bridge is first imported
+    _check_available(hw)
+    devices = hw.get("devices", "auto")
+    if devices in ("auto", -1, "-1") and external_launch():
+        devices = devices_per_node(hw)
+    world_size(hw)  # checks nodes x devices against the launcher
+    kwargs: dict[str, Any] = {
         "accelerator": hw["accelerator"],
-        "devices": hw.get("devices", "auto"),
+        "devices": _plain(devices),
         "num_nodes": int(hw.get("num_nodes", 1)),
-        "strategy": hw.get("strategy", "auto"),
+        "strategy": build_strategy(hw),
         "precision": resolve_precision(hw),
     }
+    plugins = build_plugins(hw)
+    if plugins:
+        from lightning.pytorch.plugins.precision import Precision
+
+        if any(isinstance(plugin, Precision) for plugin in plugins):
+            del kwargs["precision"]  # the plugin carries it (hw.precision, interpolated into it)
+        kwargs["plugins"] = plugins
+    return kwargs
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+def checkpoint_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The LightningModule ``state_dict`` in a checkpoint: a Lightning ``.ckpt`` file, or the directory a
+    DeepSpeed strategy writes (ZeRO shards consolidated into full fp32 weights)."""
+    if os.path.isdir(path):
+        require("deepspeed", f"the DeepSpeed checkpoint {path}")
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag="checkpoint")
+        return {key.removeprefix("_forward_module."): value for key, value in state.items()}
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
 def reuse_freed_memory() -> bool:

@@ -46,8 +46,7 @@ def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any
             "no validation ran, so there is no best checkpoint: testing and exporting the last weights"
         )
         return {"best_checkpoint": None}
-    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-    module.load_state_dict(checkpoint["state_dict"])
+    module.load_state_dict(hardware.checkpoint_state_dict(best.best_model_path))  # a file, or DeepSpeed's dir
     log.info("best checkpoint: %s", best.best_model_path)
     best_key = "best_" + best.monitor.replace("/", "_")  # best_val_wer; best_val_loss for pre-training
     return {"best_checkpoint": best.best_model_path, best_key: float(best.best_model_score)}
@@ -92,6 +91,7 @@ def train(cfg: DictConfig) -> float | None:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state, to resume or extend
     results["global_step"] = trainer.global_step
+    log.info("global rank %d stopped at optimizer step %d", trainer.global_rank, trainer.global_step)
     results |= _load_best(module, callbacks)
     speed = next((cb.summary for cb in callbacks if isinstance(cb, SpeechThroughput)), {})
     results["throughput"] = {key.split("/")[-1]: value for key, value in speed.items()}

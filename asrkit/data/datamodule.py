@@ -34,7 +34,8 @@ def derive_accumulation(global_batch_size: int, per_device_batch_size: int | Non
     if per_device < 1 or global_batch_size % (per_device * world_size):
         raise ValueError(
             f"data.global_batch_size={global_batch_size} is not a multiple of data.per_device_batch_size="
-            f"{per_device_batch_size} x world size {world_size}; change one of them so that it divides"
+            f"{per_device_batch_size or 'null'} x world size {world_size} (hw.devices x hw.num_nodes); "
+            "change the global or the per-device batch size so that it divides"
         )
     return global_batch_size // (per_device * world_size)
 
