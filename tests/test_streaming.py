@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -204,3 +207,18 @@ def test_a_resumed_streaming_run_continues_the_stream(tmp_path: Path) -> None:
     position = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=False)
     assert (position["ASRDataModule"]["ranks"][0][0]["count"]) == 3 * 16  # not 16: it did not start over
 
+
+@pytest.mark.slow
+def test_two_ddp_processes_stream_their_own_parts_and_save_both_positions(tmp_path: Path) -> None:
+    """hw=ddp_cpu: two gloo processes; the checkpoint gathers both ranks' stream positions."""
+    changes = {"hw": "ddp_cpu", "data.streaming": "true", "data.shuffle_buffer_size": "0", "export": "false",
+               "data.test_split": "null", "trainer.max_steps": "2", "data.per_device_batch_size": "8",
+               "data.max_eval_samples": "4", "model.generation_max_length": "8",
+               "hydra.run.dir": str(tmp_path)}
+    overrides = dict(item.split("=", 1) for item in TINY_RUN) | changes  # fmt: skip
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    command = [sys.executable, "-m", "asrkit", *(f"{key}={value}" for key, value in overrides.items())]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["ASRDataModule"]["ranks"]
+    assert [(rank[0]["pass"], rank[0]["count"]) for rank in ranks] == [(0, 2 * 8), (0, 2 * 8)]
