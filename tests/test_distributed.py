@@ -1,5 +1,6 @@
 """Multi-process runs on this CPU, launched as users launch them: DDP (hw=ddp_cpu), two torchrun "nodes" on
-loopback (hw=multi_node), and DeepSpeed ZeRO-2 (hw=a100_deepspeed over tests/cpu_deepspeed.py)."""
+loopback (hw=multi_node), a DDP sweep under torchrun, and DeepSpeed ZeRO-2 (hw=a100_deepspeed over
+tests/cpu_deepspeed.py)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ DEEPSPEED_CPU = {
     "hw": "a100_deepspeed", "hw.accelerator": "cpu", "hw.devices": 2,
     "hw.strategy._target_": "tests.cpu_deepspeed.CPUDeepSpeedStrategy",
     "hw.strategy.process_group_backend": "gloo",
+    "hw.precision": "32-true",  # bf16 DeepSpeed casts the whole model: ~1 min a CPU step here, vs ~3 s
 }  # fmt: skip
 
 
@@ -137,6 +139,21 @@ def test_two_torchrun_nodes_on_loopback_train_together(tmp_path: Path) -> None:
     results = _metrics(run)
     assert results["global_step"] == 2 and results["test"]["num_samples"] == 4
     assert len(_event_writers(run)) == 1
+
+
+def test_a_sweep_of_ddp_jobs_under_torchrun_runs_each_job_once(tmp_path: Path) -> None:
+    """The documented pattern for -m with several ranks: torchrun starts them, so none re-runs the sweep."""
+    sweep = tmp_path / "sweep"
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    overrides = _overrides(hw="ddp_cpu", export="false", data__test_split="null", hydra__sweep__dir=sweep)
+    command = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "asrkit", "-m", *overrides,
+               "optimizer.lr=1e-3,2e-3"]  # fmt: skip
+    text = _run(command, tmp_path, tmp_path / "sweep.log")
+    assert text.count("Launching 2 jobs") == 2  # one sweep per rank, none nested in a job
+    assert sorted(path.name for path in sweep.iterdir() if path.is_dir()) == ["0", "1"]
+    for job in ("0", "1"):
+        assert _metrics(sweep / job)["global_step"] == 2
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()
 
 
 def test_deepspeed_zero2_on_two_cpu_processes_resumes_and_exports_a_full_model(tmp_path: Path) -> None:
