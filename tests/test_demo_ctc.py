@@ -1,0 +1,41 @@
+"""The CTC demo as a user runs it: normalised test WER <= 25%, CER <= 8%, and an export that transcribes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile
+from transformers import pipeline
+
+from asrkit.config import asset_path
+from asrkit.metrics import error_rates
+
+
+@pytest.mark.slow
+def test_demo_ctc_learns_the_bundled_speech_and_exports_a_working_model(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "asrkit", "experiment=demo_ctc", f"hydra.run.dir={tmp_path}",
+               f"model.vocab_cache_dir={tmp_path}/vocab", "trainer.enable_progress_bar=false"]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "test before training: WER" in run.stderr and "test after training: WER" in run.stderr
+
+    results = json.loads((tmp_path / "metrics.json").read_text())
+    assert results["test_before"]["wer"] > 90, "a random model should not already transcribe"
+    assert results["test"]["wer"] <= 25.0 and results["test"]["cer"] <= 8.0, results["test"]
+    assert results["test"]["num_samples"] == 100
+
+    recognizer = pipeline("automatic-speech-recognition", model=str(tmp_path / "export"))
+    folder = Path(asset_path("demo_speech")) / "test"
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:20]
+    references, hypotheses = [], []
+    for row in rows:
+        audio, rate = soundfile.read(folder / row["file_name"], dtype="float32")
+        hypotheses.append(recognizer({"raw": audio, "sampling_rate": rate})["text"])
+        references.append(row["text"])
+    assert error_rates(references, hypotheses)["wer"] <= 35.0  # the export, outside asrkit, transcribes
