@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -72,6 +75,11 @@ def test_masks_and_negatives_lie_on_real_frames_and_never_on_the_positive(module
 def test_utterance_shorter_than_a_mask_span_is_dropped_and_counted(module) -> None:
     batch = module.collator([*_examples([16_000, 1_000]), None])
     assert batch["num_samples"] == 1 and batch["num_skipped"] == 2 and batch["indices"] == [0]
+    frames, span = module.model._get_feat_extract_output_lengths, module.hparams.mask_time_length
+    shortest = next(n for n in range(1_000, 20_000, 10) if frames(n) > span)
+    for _ in range(20):  # one span more than the mask: still two masked frames, so negatives can be drawn
+        batch = module.collator(_examples([16_000, shortest]))
+        assert batch["num_samples"] == 2 and batch["mask_time_indices"][1].sum() >= 2
 
 
 def test_gumbel_temperature_decays_per_step_to_its_floor() -> None:
@@ -201,3 +209,19 @@ def test_short_pretraining_run_writes_checkpoint_metrics_and_an_export_ctc_loads
     card = (export / "README.md").read_text()
     assert "pre-trained with asrkit" in card and "codevector_perplexity" in card
     assert "pipeline_tag" not in card  # not a speech recogniser until fine-tuned
+
+
+@pytest.mark.slow
+def test_two_ranks_sum_the_masked_frames_and_the_evaluation(tmp_path: Path) -> None:
+    """hw=ddp_cpu: two gloo processes (Lightning re-runs the command for rank 1)."""
+    overrides = [item for item in SHORT_RUN if not item.startswith("test_before")]
+    command = [sys.executable, "-m", "asrkit", *overrides, "hw=ddp_cpu", "data.per_device_batch_size=8",
+               "test_before_training=true", f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((tmp_path / "metrics.json").read_text())
+    assert results["global_step"] == 4
+    for when in ("test_before", "test"):  # each rank scored half of the 8 utterances; the sums were reduced
+        assert results[when]["num_samples"] == 8 and results[when]["codevector_perplexity"] > 1
+    assert "global rank 1 stopped at optimizer step 4" in (tmp_path / "train_ddp_process_1.log").read_text()

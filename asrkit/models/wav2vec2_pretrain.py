@@ -104,9 +104,10 @@ class Wav2Vec2PretrainCollator:
         num_frames = int(self.output_lengths(batch["input_values"].shape[-1]))
         lengths = self.output_lengths(batch.pop("input_lengths"))
         frames = torch.arange(num_frames)[None, :] < lengths[:, None]  # real (unpadded) feature frames
-        mask = _compute_mask_indices(
-            (len(kept), num_frames), self.mask_time_prob, self.mask_time_length, attention_mask=frames.long()
-        )
+        mask = _compute_mask_indices(  # min_masks=2: every row has two frames to contrast, however short
+            (len(kept), num_frames), self.mask_time_prob, self.mask_time_length, attention_mask=frames.long(),
+            min_masks=2,
+        )  # fmt: skip
         negatives = _sample_negative_indices((len(kept), num_frames), self.num_negatives, mask)
         batch["mask_time_indices"] = torch.from_numpy(mask)
         batch["sampled_negative_indices"] = torch.from_numpy(negatives).long()
