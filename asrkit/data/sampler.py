@@ -10,7 +10,7 @@ epoch number (``set_epoch``), so every rank computes the same batches.
 Under DDP each rank takes a disjoint share and all ranks take the same number of batches. Batches are
 dealt to the ranks in groups of ``num_replicas`` from the same bucket, so the ranks of one step work on
 similar lengths and none waits long for the others. An epoch leaves out at most ``num_replicas - 1``
-batches (the last incomplete group); a different random few each epoch. One process leaves out none.
+batches (what does not fill a last group); a random few each epoch. One process leaves out none.
 """
 
 from __future__ import annotations
@@ -119,8 +119,10 @@ class DurationBucketBatchSampler(BatchSampler):
             whole = len(batches) - len(batches) % self.num_replicas
             groups += [batches[i : i + self.num_replicas] for i in range(0, whole, self.num_replicas)]
             leftovers += batches[whole:]  # kept in bucket order: neighbours have similar lengths
-        whole = len(leftovers) - len(leftovers) % self.num_replicas
-        groups += [leftovers[i : i + self.num_replicas] for i in range(0, whole, self.num_replicas)]
+        surplus = len(leftovers) % self.num_replicas  # left out this epoch, from either end, at random
+        start = rng.randint(0, surplus) if self.shuffle and surplus else 0
+        stop = start + len(leftovers) - surplus
+        groups += [leftovers[i : i + self.num_replicas] for i in range(start, stop, self.num_replicas)]
         if self.shuffle:
             rng.shuffle(groups)
         return groups
