@@ -49,7 +49,8 @@ def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any
     module.load_state_dict(hardware.checkpoint_state_dict(best.best_model_path))  # a file, or DeepSpeed's dir
     log.info("best checkpoint: %s", best.best_model_path)
     best_key = "best_" + best.monitor.replace("/", "_")  # best_val_wer; best_val_loss for pre-training
-    return {"best_checkpoint": best.best_model_path, best_key: float(best.best_model_score)}
+    score = best.best_model_score  # None when a resumed run ended before validating again
+    return {"best_checkpoint": best.best_model_path, best_key: None if score is None else float(score)}
 
 
 def train(cfg: DictConfig) -> float | None:

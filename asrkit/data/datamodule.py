@@ -174,8 +174,9 @@ class ASRDataModule(L.LightningDataModule):
             "validation": max_eval_samples,
             "test": max_eval_samples,
         }
-        self.per_device_batch_size = per_device_batch_size or global_batch_size
-        self.eval_batch_size = eval_batch_size or self.per_device_batch_size
+        self.global_batch_size = global_batch_size
+        self._per_device_batch_size = per_device_batch_size
+        self._eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.preprocessing_num_workers = preprocessing_num_workers
         self.collator = collator
@@ -193,6 +194,18 @@ class ASRDataModule(L.LightningDataModule):
         self.mixing = {"strategy": mixing, "stopping_strategy": stopping_strategy, "seed": shuffle_seed}
         self.datasets: dict[str, AudioTextDataset | AudioTextStream] = {}
         self.durations: dict[str, list[float]] = {}
+
+    @property
+    def per_device_batch_size(self) -> int:
+        """``data.per_device_batch_size``, or the global batch split over the world (no accumulation)."""
+        if self._per_device_batch_size:
+            return self._per_device_batch_size
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        return max(1, self.global_batch_size // world_size)
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self._eval_batch_size or self.per_device_batch_size
 
     def prepare_data(self) -> None:
         """Download and index every split once per node (the header reads are cached by ``datasets``)."""
