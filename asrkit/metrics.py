@@ -45,3 +45,14 @@ def gather_predictions(module: Any, predictions: list[tuple[int, str, str]]) -> 
         torch.distributed.all_gather_object(gathered, predictions)
         predictions = [item for part in gathered for item in part]
     return sorted({index: (index, ref, hyp) for index, ref, hyp in predictions}.values())
+
+
+def log_error_rates(module: Any, predictions: list[tuple[int, str, str]], stage: str) -> None:
+    """Gather every rank's ``(index, reference, hypothesis)`` triples and log ``{stage}/wer``, ``wer_raw``,
+    ``cer`` and ``num_samples`` (every rank logs the same gathered scores)."""
+    gathered = gather_predictions(module, predictions)
+    if not gathered:
+        return
+    scores = error_rates([p[1] for p in gathered], [p[2] for p in gathered])
+    for name, value in scores.items():
+        module.log(f"{stage}/{name}", value, prog_bar=name == "wer")

@@ -178,3 +178,13 @@ def build_scheduler(
         optimizer, lambda step: lr_multiplier(step, schedule, total_steps)
     )
     return {"scheduler": scheduler, "interval": "step", "frequency": 1}
+
+
+def configure_optimizers(
+    model: nn.Module, cfg: Mapping[str, Any] | None, total_steps: int
+) -> dict[str, Any]:
+    """What a module's ``configure_optimizers`` returns: the optimizer and its per-step schedule."""
+    if cfg is None:
+        raise ValueError("the model module needs the optimizer config: build it with optimizer=cfg.optimizer")
+    optimizer = build_optimizer(model, cfg)
+    return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, cfg, total_steps)}

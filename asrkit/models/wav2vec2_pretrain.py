@@ -289,11 +289,7 @@ class Wav2Vec2PretrainModule(L.LightningModule):
 
     # optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        if self.hparams.optimizer is None:
-            raise ValueError("Wav2Vec2PretrainModule needs the optimizer config (optimizer=...)")
-        optimizer = optim.build_optimizer(self.model, self.hparams.optimizer)
-        scheduler = optim.build_scheduler(optimizer, self.hparams.optimizer, self.trainer.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)
 
     # export -----------------------------------------------------------------------------------
     def export(self, directory: str | Path) -> None:

@@ -147,14 +147,8 @@ class WhisperModule(L.LightningModule):
         self._predictions.extend(zip(batch["indices"], batch["references"], hypotheses, strict=True))
 
     def _eval_epoch_end(self, stage: str) -> None:
-        predictions = metrics.gather_predictions(self, self._predictions)
-        self._predictions = []
-        if not predictions:
-            return
-        scores = metrics.error_rates([p[1] for p in predictions], [p[2] for p in predictions])
-        for name, value in scores.items():  # every rank holds the same gathered scores
-            self.log(f"{stage}/{name}", value, prog_bar=name == "wer")
-        self.eval_predictions = predictions  # (index, reference, hypothesis) of the last evaluation
+        predictions, self._predictions = self._predictions, []
+        metrics.log_error_rates(self, predictions, stage)
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         self._eval_step(batch)
@@ -170,11 +164,7 @@ class WhisperModule(L.LightningModule):
 
     # optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        if self.hparams.optimizer is None:
-            raise ValueError("WhisperModule needs the optimizer config (optimizer=...)")
-        optimizer = optim.build_optimizer(self.model, self.hparams.optimizer)
-        scheduler = optim.build_scheduler(optimizer, self.hparams.optimizer, self.trainer.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)
 
     # export -----------------------------------------------------------------------------------
     def export(self, directory: str | Path) -> None:
