@@ -8,9 +8,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from asrkit.config import compose_config  # noqa: E402
+import csv  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-__all__ = ["TINY_RUN", "compose_config"]
+import soundfile  # noqa: E402
+from transformers import pipeline  # noqa: E402
+
+from asrkit.config import asset_path, compose_config  # noqa: E402
+
+__all__ = ["TINY_RUN", "compose_config", "transcribe_demo_test_files"]
 
 # A few steps, a few evaluation utterances.
 TINY_RUN = [
@@ -25,3 +31,17 @@ TINY_RUN = [
     "callbacks.throughput.warmup_steps=1",
     "trainer.enable_progress_bar=false",
 ]
+
+
+def transcribe_demo_test_files(export: Path, count: int = 20) -> tuple[list[str], list[str]]:
+    """References and what ``transformers.pipeline`` on ``export`` hears in the first demo test files."""
+    recognizer = pipeline("automatic-speech-recognition", model=str(export))
+    folder = Path(asset_path("demo_speech")) / "test"
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:count]
+    references, hypotheses = [], []
+    for row in rows:
+        audio, rate = soundfile.read(folder / row["file_name"], dtype="float32")
+        hypotheses.append(recognizer({"raw": audio, "sampling_rate": rate})["text"])
+        references.append(row["text"])
+    return references, hypotheses

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import soundfile
-from transformers import pipeline
 
-from asrkit.config import asset_path
 from asrkit.metrics import error_rates
+from tests.conftest import transcribe_demo_test_files
 
 
 @pytest.mark.slow
@@ -30,13 +27,5 @@ def test_demo_ctc_learns_the_bundled_speech_and_exports_a_working_model(tmp_path
     assert results["test"]["wer"] <= 25.0 and results["test"]["cer"] <= 8.0, results["test"]
     assert results["test"]["num_samples"] == 100
 
-    recognizer = pipeline("automatic-speech-recognition", model=str(tmp_path / "export"))
-    folder = Path(asset_path("demo_speech")) / "test"
-    with open(folder / "metadata.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))[:20]
-    references, hypotheses = [], []
-    for row in rows:
-        audio, rate = soundfile.read(folder / row["file_name"], dtype="float32")
-        hypotheses.append(recognizer({"raw": audio, "sampling_rate": rate})["text"])
-        references.append(row["text"])
+    references, hypotheses = transcribe_demo_test_files(tmp_path / "export")
     assert error_rates(references, hypotheses)["wer"] <= 35.0  # the export, outside asrkit, transcribes

@@ -24,20 +24,9 @@ from asrkit.config import asset_path
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.models.wav2vec2_pretrain import Wav2Vec2PretrainModule, gumbel_temperature
 from asrkit.train import train
-from tests.conftest import compose_config
+from tests.conftest import TINY_RUN, compose_config
 
-SHORT_RUN = [
-    "experiment=demo_pretrain",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=2",
-    "trainer.log_every_n_steps=1",
-    "data.max_eval_samples=8",
-    "data.max_train_samples=64",
-    "test_before_training=false",
-    "callbacks.periodic_checkpoint.every_n_train_steps=2",
-    "callbacks.throughput.warmup_steps=1",
-    "trainer.enable_progress_bar=false",
-]
+SHORT_RUN = ["experiment=demo_pretrain", *TINY_RUN[1:]]  # TINY_RUN with the pre-training demo
 
 
 @pytest.fixture(scope="module")
