@@ -33,6 +33,7 @@ from transformers.models.auto.modeling_auto import (
 
 from asrkit import metrics
 from asrkit.config import CONFIG_DIR, register_resolvers
+from asrkit.data.text import resolve_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,8 @@ def _module_class(ckpt: Path, module_class: str | None) -> type:
     )
 
 
-def load_recognizer(cfg: DictConfig, workdir: str | Path) -> Recognizer:
-    """The Recognizer of ``cfg.checkpoint``; a ``.ckpt`` is rebuilt and exported to ``workdir`` first."""
+def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recognizer:
+    """The Recognizer of ``cfg.checkpoint`` in ``dtype`` (a ``.ckpt`` is exported to ``workdir``)."""
     checkpoint = str(cfg.checkpoint)
     if checkpoint.endswith(".ckpt"):
         path = Path(checkpoint)
@@ -180,9 +181,18 @@ def load_recognizer(cfg: DictConfig, workdir: str | Path) -> Recognizer:
         module.export(workdir)
         checkpoint = str(workdir)
     return Recognizer(
-        checkpoint, device=cfg.device, dtype=cfg.dtype, language=cfg.language, task=cfg.task,
+        checkpoint, device=cfg.device, dtype=dtype, language=cfg.language, task=cfg.task,
         num_beams=cfg.num_beams, generation_max_length=cfg.generation_max_length,
     )  # fmt: skip
+
+
+def _left_out_line(left_out: dict[str, Any] | None) -> str:
+    if left_out is None:
+        return "left out     not counted while streaming (the log has each drop reason's count)"
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in left_out["reasons"].items())
+    return f"left out     {left_out['utterances']} utterances, {left_out['hours']:.3f} h" + (
+        f" ({reasons})" if reasons else ""
+    )
 
 
 def _report(scores: dict[str, Any]) -> str:
@@ -190,8 +200,9 @@ def _report(scores: dict[str, Any]) -> str:
         f"checkpoint   {scores['checkpoint']}",
         f"data         {scores['data']}, split {scores['split']}: {scores['num_samples']:.0f} utterances, "
         f"{scores['audio_seconds'] / 3600:.3f} h of audio ({scores['num_skipped']} unreadable, skipped)",
+        _left_out_line(scores["left_out"]),
         f"WER raw         {scores['wer_raw']:.2f} %",
-        f"WER normalised  {scores['wer']:.2f} %",
+        f"WER normalised  {scores['wer']:.2f} % ({scores['normalizer']} normaliser)",
         f"CER normalised  {scores['cer']:.2f} %",
         f"speed           {scores['audio_seconds_per_second']:.2f} audio seconds per wall-clock second "
         f"(real-time factor, wall / audio: {scores['real_time_factor']:.4f})",
@@ -205,7 +216,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.split:
         raise ValueError("split=null: name the split of the data config to evaluate (e.g. split=test)")
     with tempfile.TemporaryDirectory(prefix="asrkit-export-") as workdir:
-        recognizer = load_recognizer(cfg, workdir)
+        recognizer = load_recognizer(cfg, workdir, cfg.evaluation.dtype)
     datamodule = instantiate(cfg.data, collator=recognizer.collator(), test_split=cfg.split)
     datamodule.setup("test")
 
@@ -224,18 +235,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     data_name = f"{cfg.data.path}" + (f" ({cfg.data.name})" if cfg.data.get("name") else "")
     scores: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": data_name, "split": str(cfg.split)}
-    scores |= metrics.error_rates([p[1] for p in predictions], [p[2] for p in predictions])
+    normalizer = resolve_normalizer(cfg.evaluation.normalizer, cfg.evaluation.language)
+    scores |= {"normalizer": normalizer, "dtype": str(cfg.evaluation.dtype)}
+    scores |= metrics.error_rates([p[1] for p in predictions], [p[2] for p in predictions], normalizer)
+    left_out = datamodule.excluded.get("test")  # None when streaming: the stream logs its drop counts
     scores |= {
+        "left_out": left_out,  # what the data config's drop rule kept out (eval filters, empty transcripts)
         "num_skipped": skipped,
         "audio_seconds": audio_seconds,
         "wall_seconds": wall_seconds,  # reading, decoding, features and the model, not loading them
         "audio_seconds_per_second": audio_seconds / wall_seconds,
         "real_time_factor": wall_seconds / audio_seconds,
     }
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for index, reference, hypothesis in predictions:
-            row = {"id": index, "reference": reference, "hypothesis": hypothesis}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    metrics.write_predictions(out / "predictions.jsonl", predictions)
     (out / "metrics.json").write_text(json.dumps(scores, indent=2) + "\n")
     print(_report(scores) + f"\npredictions  {out / 'predictions.jsonl'}")
     return scores

@@ -7,6 +7,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+NORMALIZER_NOTES = {
+    "basic": "Normalised scores use the basic normaliser: lower case, punctuation and symbols removed, "
+    "combining vowel signs kept (asrkit.data.text.normalize_text).",
+    "english": "Normalised scores use Whisper's English normaliser (EnglishTextNormalizer with OpenAI's "
+    "spelling map), as the Whisper paper and the Open ASR Leaderboard score English.",
+}
+
 
 def _metric_row(name: str, scores: dict[str, float] | None) -> str:
     if not scores:
@@ -21,8 +28,9 @@ def _wer_table(results: dict[str, Any]) -> list[str]:
         _metric_row("before training", results.get("test_before")),
         _metric_row("after training", results.get("test")),
         "",
-        "Normalised scores lower-case and strip punctuation but keep combining vowel signs "
-        "(asrkit.data.text.normalize_text).",
+        NORMALIZER_NOTES[results.get("evaluation", {}).get("normalizer", "basic")],
+        f"Evaluated in {results.get('evaluation', {}).get('dtype', 'float32')}; raw WER compares with the "
+        "transcripts as the model was trained to write them (the data config's label preparation applied).",
     ]
 
 

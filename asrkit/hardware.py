@@ -97,7 +97,21 @@ def resolve_precision(hw: Mapping[str, Any]) -> str:
     return "32-true"
 
 
+CPU_BF16_VARIABLE = "ASRKIT_CPU_BF16"  # 1 / 0: what precision auto assumes of the CPU instead of detecting it
+
+
 def cpu_has_native_bf16() -> bool:
+    """Whether the processor has native bf16 dot products (AVX512-BF16 or AMX), unless ``ASRKIT_CPU_BF16``
+    says otherwise: ``1`` picks bf16-mixed on any CPU (emulated where there is no native support), ``0`` fp32.
+
+    The override makes a run's numerics independent of the machine it lands on (CI runs the test suite
+    with each value); ``hw.precision`` is still the way to choose a precision for one run.
+    """
+    forced = os.environ.get(CPU_BF16_VARIABLE, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ValueError(f"{CPU_BF16_VARIABLE}={forced!r}: 1 (bf16 autocast on CPUs), 0 (fp32) or unset")
     capabilities = torch.cpu.get_capabilities()
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 

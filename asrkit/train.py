@@ -14,10 +14,11 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from asrkit import hardware
+from asrkit import hardware, metrics
 from asrkit.callbacks import SpeechThroughput
 from asrkit.data.datamodule import derive_accumulation
 from asrkit.export import write_model_card
+from asrkit.models.steps import evaluation_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,20 @@ def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, when: 
     log.info("test %s training: WER %.2f%% (raw %.2f%%), CER %.2f%% on %d utterances", when,
              scores["wer"], scores["wer_raw"], scores["cer"], scores["num_samples"])  # fmt: skip
     return scores
+
+
+def _left_out(datamodule: Any) -> dict[str, Any]:
+    """Per evaluation split, the utterances (and hours) the drop rule left out of the scores, and why."""
+    left_out = {}
+    for split in ("validation", "test"):
+        excluded = getattr(datamodule, "excluded", {}).get(split)
+        if excluded is None:  # not indexed (streaming): the stream logs its drop counts instead
+            continue
+        left_out[split] = excluded
+        if excluded["utterances"]:
+            log.warning("%s split: %d utterances (%.3f h) left out of the scores: %s", split,
+                        excluded["utterances"], excluded["hours"], excluded["reasons"])  # fmt: skip
+    return left_out
 
 
 def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any]:
@@ -98,6 +113,11 @@ def train(cfg: DictConfig) -> float | None:
     results["throughput"] = {key.split("/")[-1]: value for key, value in speed.items()}
     if cfg.data.test_split:
         results["test"] = _test(trainer, module, datamodule, "after")
+    results["evaluation"] = {
+        "dtype": str(cfg.evaluation.dtype),
+        "normalizer": evaluation_normalizer(cfg.evaluation),
+    }
+    results["left_out"] = _left_out(datamodule)
 
     if trainer.is_global_zero:
         if cfg.export:
@@ -105,4 +125,6 @@ def train(cfg: DictConfig) -> float | None:
             write_model_card(out / "export", cfg, results)
             log.info("exported to %s", out / "export")
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        if getattr(module, "predictions", {}).get("test"):  # what the test after training heard
+            metrics.write_predictions(out / "test_predictions.jsonl", module.predictions["test"])
     return results.get("best_val_wer", results.get("best_val_loss"))

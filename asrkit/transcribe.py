@@ -57,7 +57,7 @@ def transcribe(cfg: DictConfig) -> list[dict[str, Any]]:
     audio = list(cfg.audio) if isinstance(cfg.audio, ListConfig) else str(cfg.audio)
     files = audio_files(audio, cfg.extensions)
     with tempfile.TemporaryDirectory(prefix="asrkit-export-") as workdir:
-        recognizer = load_recognizer(cfg, workdir)
+        recognizer = load_recognizer(cfg, workdir, cfg.dtype)
     collator = recognizer.collator()
     rate = collator.sampling_rate
     window = int(recognizer.max_input_seconds * rate) if recognizer.max_input_seconds else None

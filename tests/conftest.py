@@ -18,6 +18,29 @@ from asrkit.config import asset_path, compose_config  # noqa: E402
 
 __all__ = ["TINY_RUN", "compose_config", "transcribe_demo_test_files"]
 
+CPU_BF16 = {"on": "1", "off": "0"}  # --cpu-bf16 -> ASRKIT_CPU_BF16 (asrkit.hardware.cpu_has_native_bf16)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--cpu-bf16", choices=["detect", *CPU_BF16], default="detect",
+        help="what hw precision auto assumes of this CPU: on = bf16 autocast, off = fp32, detect = the "
+        "processor's own answer (AVX512-BF16/AMX). CI runs the suite with on and with off.",
+    )  # fmt: skip
+
+
+def pytest_configure(config) -> None:
+    choice = config.getoption("--cpu-bf16")
+    if choice in CPU_BF16:  # in the environment, so that the runs tests start as subprocesses see it too
+        os.environ["ASRKIT_CPU_BF16"] = CPU_BF16[choice]
+
+
+def pytest_report_header(config) -> str:
+    from asrkit.hardware import cpu_has_native_bf16
+
+    chosen = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    return f"asrkit: hw precision auto on this CPU = {chosen} (--cpu-bf16={config.getoption('--cpu-bf16')})"
+
 # A few steps, a few evaluation utterances.
 TINY_RUN = [
     "experiment=demo",

@@ -146,7 +146,7 @@ def test_short_run_writes_checkpoints_metrics_vocabulary_and_a_working_export(sh
     recognizer = pipeline("automatic-speech-recognition", model=str(export))
     audio, rate = soundfile.read(Path(asset_path("demo_speech")) / "test" / "test_0000.flac", dtype="float32")
     text = recognizer({"raw": audio, "sampling_rate": rate})["text"]
-    assert isinstance(text, str) and set(text) <= set(vocabulary) | {" "}
+    assert isinstance(text, str) and set(text.replace("[UNK]", "")) <= set(vocabulary) | {" "}
     assert type(recognizer.model).__name__ == "Wav2Vec2ForCTC"
 
 

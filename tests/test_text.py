@@ -50,3 +50,14 @@ def test_normalize_is_nfkc_invariant() -> None:
 )
 def test_prepare_label_text(lower: bool, punct: bool, expected: str) -> None:
     assert prepare_label_text("  Namaste,  प्राचीन भारत। ", lower, punct) == expected
+
+
+def test_the_normaliser_follows_the_language() -> None:
+    from asrkit.data.text import resolve_normalizer, text_normalizer
+
+    assert resolve_normalizer("auto", "en") == "english" and resolve_normalizer("auto", "hi") == "basic"
+    assert resolve_normalizer("basic", "en") == "basic"
+    assert text_normalizer("english")("He's got 3 colours, hasn't he?") == "he has got 3 colors has not he"
+    assert text_normalizer("basic")("प्राचीन भारत।") == "प्राचीन भारत"
+    with pytest.raises(ValueError, match="evaluation.normalizer='fr'"):
+        resolve_normalizer("fr", "fr")

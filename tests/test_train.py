@@ -32,6 +32,11 @@ def test_short_run_writes_checkpoints_metrics_and_an_export_that_transcribes(tmp
         and results["test"]["num_samples"] == 8
     )
     assert results["best_val_wer"] >= 0 and Path(results["best_checkpoint"]).is_file()
+    assert results["evaluation"] == {"dtype": "float32", "normalizer": "basic"}  # lang=hi
+    assert results["left_out"]["test"] == {"utterances": 0, "hours": 0.0, "reasons": {}}
+    heard = [json.loads(line) for line in (tmp_path / "test_predictions.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in heard] == list(range(8))
+    assert all(set(row) == {"id", "reference", "hypothesis"} for row in heard)
     assert results["throughput"]["samples_per_second"] > 0
     assert results["throughput"]["audio_seconds_per_second"] > 0
     assert _logged_steps(tmp_path, "train/loss")  # TensorBoard got the training curve
@@ -39,7 +44,7 @@ def test_short_run_writes_checkpoints_metrics_and_an_export_that_transcribes(tmp
 
     export = tmp_path / "export"
     card = (export / "README.md").read_text()
-    assert "Optimizer steps: 4" in card and "after training" in card
+    assert "Optimizer steps: 4" in card and "after training" in card and "basic normaliser" in card
     recognizer = pipeline("automatic-speech-recognition", model=str(export))
     audio, rate = soundfile.read(Path(asset_path("demo_speech")) / "test" / "test_0000.flac", dtype="float32")
     text = recognizer({"raw": audio, "sampling_rate": rate})["text"]

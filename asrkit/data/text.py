@@ -1,17 +1,29 @@
-"""Text normalisation that is safe for Indic scripts.
+"""Text preparation for labels, and the normalisers that scores are computed on.
 
 Whisper's ``BasicTextNormalizer`` replaces every character whose Unicode category starts with
 M (mark), S (symbol) or P (punctuation) by a space. Devanagari and the other Brahmic scripts
 write their vowel signs (matras), virama and nukta as combining marks (Mn/Mc), so
 "प्राचीन" becomes "प र च न": one word turns into four and WER is computed on fragments.
 :func:`normalize_text` keeps combining marks and removes only symbols and punctuation.
+
+English is scored as the Whisper paper and the Open ASR Leaderboard score it: Whisper's
+``EnglishTextNormalizer`` (numbers written as digits, British spellings mapped to American ones with
+OpenAI's spelling map, contractions and titles standardised), whose spelling map is bundled with the
+English-only tokenizer (``asrkit/assets/whisper_tokenizer_en/normalizer.json``, as the .en checkpoints
+ship it). :func:`text_normalizer` picks one by name; ``auto`` means English for ``en``, basic otherwise.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+NORMALIZERS = ("basic", "english")
+ENGLISH_SPELLING_MAP = "whisper_tokenizer_en/normalizer.json"  # under asrkit/assets
 
 _BRACKETED = re.compile(r"[<\[][^>\]]*[>\]]|\([^)]*\)")
 _SPACES = re.compile(r"\s+")
@@ -74,3 +86,31 @@ def prepare_label_text_ignoring(
     if chars_to_ignore is not None:
         text = chars_to_ignore.sub("", text)
     return prepare_label_text(text, do_lower_case=do_lower_case, do_remove_punctuation=do_remove_punctuation)
+
+
+def resolve_normalizer(name: str, language: str | None) -> str:
+    """``evaluation.normalizer`` as a concrete normaliser name: ``auto`` is english for ``en``, else basic."""
+    if name == "auto":
+        return "english" if (language or "").lower() in ("en", "english") else "basic"
+    if name not in NORMALIZERS:
+        raise ValueError(f"evaluation.normalizer={name!r}: choose auto, {' or '.join(NORMALIZERS)}")
+    return name
+
+
+@functools.cache
+def _english_normalizer() -> Callable[[str], str]:
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    from asrkit.config import asset_path
+
+    spelling = json.loads(Path(asset_path(ENGLISH_SPELLING_MAP)).read_text(encoding="utf-8"))
+    return EnglishTextNormalizer(spelling)
+
+
+def text_normalizer(name: str) -> Callable[[str], str]:
+    """The normalising function of ``basic`` or ``english`` (see :func:`resolve_normalizer`)."""
+    if name == "basic":
+        return normalize_text
+    if name == "english":
+        return _english_normalizer()
+    raise ValueError(f"no text normaliser {name!r}: choose {' or '.join(NORMALIZERS)}")

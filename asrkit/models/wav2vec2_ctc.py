@@ -33,6 +33,7 @@ from transformers import (
 from asrkit import metrics, optim
 from asrkit.data.batching import Wav2Vec2CTCCollator
 from asrkit.data.vocab import build_ctc_tokenizer, tokenizer_from_vocabulary
+from asrkit.models import steps
 
 # Wav2Vec2Config attributes set from the module's arguments (on top of the checkpoint's or random_init's)
 CONFIG_OPTIONS = (
@@ -70,6 +71,7 @@ class Wav2Vec2CTCModule(L.LightningModule):
         ctc_loss_reduction: str = "mean",
         ctc_zero_infinity: bool = True,
         optimizer: dict[str, Any] | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -103,6 +105,7 @@ class Wav2Vec2CTCModule(L.LightningModule):
         self._tokens = tokens
         self.model: Wav2Vec2ForCTC | None = None
         self._predictions: list[tuple[int, str, str]] = []
+        self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
         if self.collator.tokenizer is not None:
             self._build_model(load_weights=True)
 
@@ -171,10 +174,13 @@ class Wav2Vec2CTCModule(L.LightningModule):
         if self.model is None:
             self._build_model(load_weights=False)
 
+    def on_fit_start(self) -> None:
+        steps.enter_train_mode(self)  # a from_pretrained model arrives in eval mode
+
     # training -----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
-            return None
+            return steps.empty_batch_loss(self)
         loss = self.model(
             input_values=batch["input_values"],
             attention_mask=batch.get("attention_mask"),
@@ -211,16 +217,20 @@ class Wav2Vec2CTCModule(L.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         predictions, self._predictions = self._predictions, []
-        metrics.log_error_rates(self, predictions, stage)
+        normalizer = steps.evaluation_normalizer(self.hparams.evaluation)
+        unknown = self.collator.tokenizer.unk_token
+        self.predictions[stage] = metrics.log_error_rates(self, predictions, stage, normalizer, unknown)
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch)
+        with steps.evaluation_precision(self, self.hparams.evaluation):
+            self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
     def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch)
+        with steps.evaluation_precision(self, self.hparams.evaluation):
+            self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

@@ -31,6 +31,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from asrkit import optim
 from asrkit.data.batching import _common_fields, pad_waveforms
+from asrkit.models import steps
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         attn_implementation: str = "sdpa",
         optimizer: dict[str, Any] | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -175,6 +177,9 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         self._eval_sums: torch.Tensor | None = None
         self._last_train: dict[str, torch.Tensor] = {}
         self._warned_grad_norm = False
+
+    def on_fit_start(self) -> None:
+        steps.enter_train_mode(self)  # a from_pretrained model arrives in eval mode
 
     # training ---------------------------------------------------------------------------------
     def _forward(self, batch: dict[str, Any]) -> Any:
@@ -211,7 +216,7 @@ class Wav2Vec2PretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
-            return None
+            return steps.empty_batch_loss(self)
         hp = self.hparams
         temperature = gumbel_temperature(self.global_step, hp.max_gumbel_temperature,
                                          hp.min_gumbel_temperature, hp.gumbel_temperature_decay)  # fmt: skip
@@ -276,13 +281,15 @@ class Wav2Vec2PretrainModule(L.LightningModule):
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss")  # already summed over ranks
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch)
+        with steps.evaluation_precision(self, self.hparams.evaluation):
+            self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
     def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch)
+        with steps.evaluation_precision(self, self.hparams.evaluation):
+            self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

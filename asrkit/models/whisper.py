@@ -25,6 +25,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from asrkit import metrics, optim
 from asrkit.data.batching import WhisperCollator
+from asrkit.models import steps
 
 ENCODER_POSITIONS_PER_SECOND = 50  # 100 log-mel frames per second, halved by the stride-2 conv
 
@@ -78,6 +79,7 @@ class WhisperModule(L.LightningModule):
         num_beams: int = 1,
         max_label_length: int = 448,
         optimizer: dict[str, Any] | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -115,11 +117,15 @@ class WhisperModule(L.LightningModule):
             max_input_seconds=self.feature_extractor.chunk_length,
         )
         self._predictions: list[tuple[int, str, str]] = []
+        self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
+
+    def on_fit_start(self) -> None:
+        steps.enter_train_mode(self)  # a from_pretrained model arrives in eval mode
 
     # training ---------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
-            return None
+            return steps.empty_batch_loss(self)
         loss = self.model(input_features=batch["input_features"], labels=batch["labels"]).loss
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["num_samples"])
         if batch["num_skipped"]:
@@ -148,16 +154,19 @@ class WhisperModule(L.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         predictions, self._predictions = self._predictions, []
-        metrics.log_error_rates(self, predictions, stage)
+        normalizer = steps.evaluation_normalizer(self.hparams.evaluation)
+        self.predictions[stage] = metrics.log_error_rates(self, predictions, stage, normalizer)
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch)
+        with steps.evaluation_precision(self, self.hparams.evaluation):
+            self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
     def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch)
+        with steps.evaluation_precision(self, self.hparams.evaluation):
+            self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

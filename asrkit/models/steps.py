@@ -1,0 +1,71 @@
+"""What every model module does the same way around its steps, written once.
+
+- Train mode at the start of fitting: ``from_pretrained`` returns a model in eval mode and Lightning 2.5
+  keeps submodule modes as it finds them, which would silently turn off dropout, SpecAugment and layerdrop
+  in every fine-tune of a pre-trained checkpoint (:func:`enter_train_mode`).
+- A training batch whose every file failed to decode (:func:`empty_batch_loss`).
+- The precision and the scoring of evaluation, from the ``evaluation`` config group that training's
+  validation/test and ``python -m asrkit.evaluate`` share (:func:`evaluation_precision`,
+  :func:`evaluation_normalizer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+
+from asrkit.data.text import resolve_normalizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def enter_train_mode(module: L.LightningModule) -> None:
+    """Put every submodule in train mode (call from ``on_fit_start``); evaluation loops restore it after."""
+    module.train()
+
+
+def empty_batch_loss(module: L.LightningModule) -> torch.Tensor | None:
+    """``training_step``'s result for a batch whose every file failed to decode.
+
+    In one process, None: Lightning skips the step. Under several processes every rank must take part in
+    the backward pass (DDP all-reduces gradients there, and a rank that skips it leaves the others waiting
+    forever), so this rank contributes a zero loss that reaches every trained parameter: zero gradients,
+    averaged with the other ranks' real ones.
+    """
+    if module.trainer.world_size == 1:
+        return None
+    trained = [parameter for parameter in module.parameters() if parameter.requires_grad]
+    return torch.stack([parameter.sum() for parameter in trained]).sum() * 0.0
+
+
+def _setting(evaluation: Mapping[str, Any] | None, key: str, default: Any) -> Any:
+    return default if evaluation is None else evaluation.get(key, default)
+
+
+def evaluation_dtype(evaluation: Mapping[str, Any] | None) -> torch.dtype:
+    """``evaluation.dtype`` (float32 for a module built without the evaluation group)."""
+    name = str(_setting(evaluation, "dtype", "float32"))
+    if name not in DTYPES:
+        raise ValueError(f"evaluation.dtype={name}: choose {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def evaluation_precision(module: L.LightningModule, evaluation: Mapping[str, Any] | None):
+    """The context a validation or test step runs in: autocast to ``evaluation.dtype``, or no autocast for
+    float32, whatever precision the trainer trains in (so a model scores the same on a CPU with native bf16,
+    one without, and in ``asrkit.evaluate``). Weights that a strategy keeps in a low precision themselves
+    (DeepSpeed bf16, ``*-true`` precisions) are evaluated as they are."""
+    dtype = evaluation_dtype(evaluation)
+    device_type = module.device.type
+    if dtype == torch.float32:
+        return torch.autocast(device_type, enabled=False)
+    return torch.autocast(device_type, dtype=dtype)
+
+
+def evaluation_normalizer(evaluation: Mapping[str, Any] | None) -> str:
+    """The normaliser WER/CER are computed with: ``evaluation.normalizer`` for ``evaluation.language``."""
+    name = str(_setting(evaluation, "normalizer", "basic"))
+    return resolve_normalizer(name, _setting(evaluation, "language", None))
