@@ -143,3 +143,57 @@ def test_whisper_batch_layout(collator) -> None:
         assert ids[-1] == eos
         assert collator.tokenizer.decode(ids, skip_special_tokens=True) == reference
     assert batch["audio_seconds"] == pytest.approx(sum(datamodule.durations["validation"][:4]), abs=0.01)
+
+
+def test_validation_and_test_are_scored_whole_unless_an_eval_filter_is_set(tmp_path: Path, collator) -> None:
+    """The training filter (and the model's 3 s window) used to shrink the test set silently."""
+    rows = _small_audiofolder(tmp_path)
+    for split in ("train", "test"):  # one utterance of 4 s: longer than the 3 s model window
+        path = tmp_path / split / rows[1]["file_name"]
+        soundfile.write(path, np.zeros(64_000, np.float32), 16_000, format="FLAC")
+    whole = _datamodule(tmp_path, collator)
+    whole.setup("fit")
+    whole.setup("test")
+    assert len(whole.datasets["train"]) == len(rows) - 1  # training keeps to the window
+    assert len(whole.datasets["test"]) == len(whole.datasets["validation"]) == len(rows)
+    assert whole.excluded["test"] == {"utterances": 0, "hours": 0.0, "reasons": {}}
+
+    filtered = _datamodule(tmp_path, collator, eval_max_duration_in_seconds=3.0)
+    filtered.setup("test")
+    assert len(filtered.datasets["test"]) == len(rows) - 1
+    assert filtered.excluded["test"] == {
+        "utterances": 1, "hours": pytest.approx(4 / 3600), "reasons": {"duration outside [0.0, 3.0] s": 1},
+    }  # fmt: skip
+
+
+def test_missing_transcripts_are_kept_when_text_is_not_required(tmp_path: Path, collator) -> None:
+    rows = _small_audiofolder(tmp_path, count=4)
+    for split in ("train", "validation", "test"):  # no transcript at all: empty metadata cells
+        lines = (tmp_path / split / "metadata.csv").read_text().splitlines()
+        empty = [f"{row['file_name']}," for row in rows]
+        (tmp_path / split / "metadata.csv").write_text("\n".join([lines[0], *empty]))
+    datamodule = _datamodule(tmp_path, collator, require_text=False)
+    datamodule.setup("fit")
+    assert datamodule.datasets["train"].dataset[0]["text"] is None  # what datasets makes of an empty cell
+    example = datamodule.datasets["train"][0]
+    assert example["text"] == example["reference"] == "" and len(example["audio"]) > 0
+
+
+def test_references_are_scored_as_the_labels_are_written(tmp_path: Path, collator) -> None:
+    """A model that outputs its training label exactly scores 0, whatever data.chars_to_ignore deletes."""
+    from asrkit.metrics import error_rates
+
+    rows = _small_audiofolder(tmp_path, count=2)
+    sentence = "Twenty-one rock'n'roll fans, all well-known."
+    for split in ("train", "validation", "test"):
+        lines = [f"{r['file_name']},\"{sentence}\"" for r in rows]
+        (tmp_path / split / "metadata.csv").write_text("\n".join(["file_name,text", *lines]))
+    recipe = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]  # run_speech_recognition_ctc's
+    datamodule = _datamodule(tmp_path, collator, chars_to_ignore=recipe, do_lower_case=True)
+    datamodule.setup("test")
+    example = datamodule.datasets["test"][0]
+    assert example["text"] == "twentyone rock'n'roll fans all wellknown"
+    assert example["reference"] == example["text"]
+    assert error_rates([example["reference"]], [example["text"]]) == {
+        "wer_raw": 0.0, "wer": 0.0, "cer": 0.0, "num_samples": 1.0,
+    }  # fmt: skip

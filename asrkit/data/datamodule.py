@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -91,7 +92,9 @@ class AudioTextDataset(torch.utils.data.Dataset):
         except AudioDecodeError as error:
             log.warning("skipping undecodable audio: %s", error)
             return None
-        return {"index": index, "audio": audio, "text": self.prepare_text(row[TEXT]), "reference": row[TEXT]}
+        text = self.prepare_text(row[TEXT] or "")  # no transcript (data.require_text=false): empty
+        # scored against the transcript as the model learns to write it (label preparation applied)
+        return {"index": index, "audio": audio, "text": text, "reference": text}
 
 
 class ASRDataModule(L.LightningDataModule):
@@ -119,6 +122,8 @@ class ASRDataModule(L.LightningDataModule):
         duration_column: str | None = None,
         min_duration_in_seconds: float = 0.0,
         max_duration_in_seconds: float = 30.0,
+        eval_min_duration_in_seconds: float | None = None,
+        eval_max_duration_in_seconds: float | None = None,
         do_lower_case: bool = False,
         do_remove_punctuation: bool = False,
         max_train_samples: int | None = None,
@@ -163,7 +168,12 @@ class ASRDataModule(L.LightningDataModule):
             log.info("max duration %.1f s: the model's input window (data asked for %.1f s)",
                      max_input, max_duration_in_seconds)  # fmt: skip
             max_duration_in_seconds = max_input
-        self.duration_range = (min_duration_in_seconds, max_duration_in_seconds)
+        self.duration_range = (min_duration_in_seconds, max_duration_in_seconds)  # training
+        # validation and test are whole unless an eval-specific filter is set (what it leaves out is reported)
+        self.eval_duration_range = (
+            eval_min_duration_in_seconds or 0.0, eval_max_duration_in_seconds or math.inf
+        )
+        self.excluded: dict[str, dict[str, Any]] = {}  # per split: what the drop rule left out
         self.prepare_text = partial(
             prepare_label_text_ignoring, chars_to_ignore=chars_to_ignore_pattern(chars_to_ignore),
             do_lower_case=do_lower_case, do_remove_punctuation=do_remove_punctuation,
@@ -255,11 +265,15 @@ class ASRDataModule(L.LightningDataModule):
         )  # fmt: skip
         return dataset, lengths[DURATION]
 
+    def duration_range_of(self, split: str) -> tuple[float, float]:
+        """The duration filter of ``split``: training's, or the evaluation one (none unless set)."""
+        return self.duration_range if split == "train" else self.eval_duration_range
+
     def _filter(
         self, split: str, dataset: datasets.Dataset, durations: list[float]
     ) -> tuple[datasets.Dataset, list[float]]:
         """Drop unreadable files, out-of-range durations, empty texts and (train) over-long labels."""
-        low, high = self.duration_range
+        low, high = self.duration_range_of(split)
         texts = [self.prepare_text(text or "") for text in dataset[TEXT]]
         max_label_length = getattr(self.collator, "max_label_length", None)
         encode = split == "train" and max_label_length
@@ -279,6 +293,12 @@ class ASRDataModule(L.LightningDataModule):
                 keep.append(index)
         for reason, count in dropped.items():
             log.warning("%s split: dropped %d of %d examples: %s", split, count, len(durations), reason)
+        kept_set = set(keep)
+        self.excluded[split] = {
+            "utterances": sum(dropped.values()),
+            "hours": sum(d for i, d in enumerate(durations) if i not in kept_set and d != UNREADABLE) / 3600,
+            "reasons": dict(dropped),
+        }
         if not keep:
             raise ValueError(
                 f"{split} split ({self.splits[split]}) of {self.source['path']}: no example is left "
@@ -333,7 +353,7 @@ class ASRDataModule(L.LightningDataModule):
         dataset = shard_stream(dataset, **options, rank=rank, world_size=world_size,
                                max_samples=self.max_samples[split])  # fmt: skip
         return AudioTextStream(
-            dataset, split, self.collator.sampling_rate, self.prepare_text, self.duration_range,
+            dataset, split, self.collator.sampling_rate, self.prepare_text, self.duration_range_of(split),
             collator=self.collator if train else None, require_text=self.require_text, endless=train,
             rank=rank, world_size=world_size,
         )  # fmt: skip
@@ -382,7 +402,8 @@ class ASRDataModule(L.LightningDataModule):
         """``<preprocessed_dir>/<split>-<hash of every setting that decides which rows survive>``."""
         settings = {
             "source": self.source, "split": self.splits[split],
-            "parts": self.train_parts if split == "train" else [], "duration_range": self.duration_range,
+            "parts": self.train_parts if split == "train" else [],
+            "duration_range": self.duration_range_of(split),
             "max_samples": self.max_samples[split],
             "text": self.prepare_text.keywords, "require_text": self.require_text,
             "collator": type(self.collator).__qualname__,

@@ -117,7 +117,7 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         except AudioDecodeError as error:
             log.warning("skipping undecodable audio: %s", error)
             return None, UNREADABLE
-        return {"index": index, "audio": audio, "text": text, "reference": row[TEXT]}, None
+        return {"index": index, "audio": audio, "text": text, "reference": text}, None  # scored as labelled
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
         info = torch.utils.data.get_worker_info()
