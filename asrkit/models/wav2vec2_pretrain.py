@@ -59,14 +59,16 @@ def random_window(audio: np.ndarray, samples: int | None) -> np.ndarray:
 
 
 class Wav2Vec2PretrainCollator:
-    """Normalised, padded waveforms and, per batch, the span masks and negative indices of the loss.
+    """Waveforms (normalised per utterance with ``do_normalize``) of one length and, per batch, the span
+    masks and negative indices of the loss.
 
     Masks and negatives are drawn only over each utterance's real (unpadded) feature frames. An
     utterance shorter than one mask span has nothing to predict: it is dropped from the batch and
     counted in ``num_skipped`` (raise ``data.min_duration_in_seconds`` to avoid it). Models with a
     GroupNorm front end (``feat_extract_norm: group``) take no attention mask, so padding would enter
     the GroupNorm statistics and the attention: their batches are cut to the shortest utterance, a
-    random window of each (fairseq's pre-training batches); duration bucketing keeps the loss small.
+    random window of each (fairseq's pre-training batches); duration bucketing keeps the audio cut small.
+    Layer-norm front ends are zero-padded and get an attention mask.
     """
 
     def __init__(
