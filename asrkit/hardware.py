@@ -36,6 +36,8 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 EXTRAS = {
     "lightning_habana": "gaudi", "habana_frameworks": "gaudi", "deepspeed": "deepspeed", "mpi4py": "mpi",
 }  # fmt: skip
+# Lightning's DDP strategy names; each has a "<name>_find_unused_parameters_true" variant
+DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 # DeepSpeed config keys that asrkit sets from elsewhere (Lightning derives them from the Trainer and data)
 DEEPSPEED_DERIVED_KEYS = {
     "gradient_accumulation_steps": "derived from data.global_batch_size / (per-device batch x world size)",
@@ -198,9 +200,38 @@ def _target_class(node: Mapping[str, Any], where: str) -> type:
     return get_class(target)
 
 
-def build_strategy(hw: Mapping[str, Any]) -> Any:
-    """``hw.strategy``: a Lightning name as it is, or the strategy object its ``_target_`` describes."""
+def _find_unused_parameters(hw: Mapping[str, Any], node: Any) -> Any:
+    """``hw.strategy`` with DDP told to look for parameters a step leaves without gradient (layerdrop)."""
+    from lightning.pytorch.strategies import DDPStrategy  # Habana's HPUDDPStrategy is one too
+
+    if isinstance(node, Mapping):
+        cls = _target_class(node, "hw.strategy")
+        if not issubclass(cls, DDPStrategy) or "deepspeed" in cls.__name__.lower():
+            return node  # single-device strategies need nothing; DeepSpeed ZeRO ignores unused parameters
+        if node.get("find_unused_parameters") is False:
+            raise ValueError("hw.strategy.find_unused_parameters=false, but the model skips layers "
+                             "(layerdrop > 0): remove the key or set the model's layerdrop to 0")  # fmt: skip
+        node = {**_plain(node), "find_unused_parameters": True}
+    elif node in DDP_NAMES or (node == "auto" and world_size(hw) > 1):
+        if node == "auto" and hw["accelerator"] == "hpu":  # Lightning would pick HPUParallelStrategy
+            raise ValueError("hw.strategy=auto on several HPUs with layerdrop > 0: give hw.strategy an "
+                             "HPUDDPStrategy config (hw=gaudi_8x)")  # fmt: skip
+        node = f"{'ddp' if node == 'auto' else node}_find_unused_parameters_true"
+    else:
+        return node  # one process, or a strategy name that is not DDP
+    log.info("the model skips layers (layerdrop > 0): DDP looks for unused parameters every step")
+    return node
+
+
+def build_strategy(hw: Mapping[str, Any], find_unused_parameters: bool = False) -> Any:
+    """``hw.strategy``: a Lightning name as it is, or the strategy object its ``_target_`` describes.
+
+    ``find_unused_parameters`` (the module's ``skips_layers``: layerdrop > 0) makes a DDP strategy look
+    for parameters that a step left without gradient, which DDP otherwise stops on.
+    """
     node = hw.get("strategy", "auto")
+    if find_unused_parameters:
+        node = _find_unused_parameters(hw, node)
     if not isinstance(node, Mapping):
         return node
     cls = _target_class(node, "hw.strategy")
@@ -240,8 +271,9 @@ def _check_available(hw: Mapping[str, Any]) -> None:
         raise RuntimeError(f"hw.accelerator={accelerator}: no CUDA GPU here; use hw=cpu or hw=auto")
 
 
-def trainer_kwargs(hw: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``lightning.Trainer`` arguments accelerator, devices, num_nodes, strategy, precision, plugins."""
+def trainer_kwargs(hw: Mapping[str, Any], find_unused_parameters: bool = False) -> dict[str, Any]:
+    """The ``lightning.Trainer`` arguments accelerator, devices, num_nodes, strategy, precision, plugins
+    (``find_unused_parameters``: see ``build_strategy``)."""
     from asrkit.config import export_environment
 
     export_environment(hw.get("env"))  # Habana's PT_HPU_* are read when its bridge is first imported
@@ -254,7 +286,7 @@ def trainer_kwargs(hw: Mapping[str, Any]) -> dict[str, Any]:
         "accelerator": hw["accelerator"],
         "devices": _plain(devices),
         "num_nodes": int(hw.get("num_nodes", 1)),
-        "strategy": build_strategy(hw),
+        "strategy": build_strategy(hw, find_unused_parameters),
         "precision": resolve_precision(hw),
     }
     plugins = build_plugins(hw)

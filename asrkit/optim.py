@@ -1,6 +1,6 @@
 """Optimizer and learning-rate schedule factories, called by every model module.
 
-``cfg`` is the ``optimizer`` config group (conf/optimizer/*.yaml): ``lr``, ``weight_decay``, a
+``cfg`` is the ``optimizer`` config group (conf/optimizer/*.yaml): ``lr``, ``weight_decay``, ``no_decay``, a
 ``_partial_`` ``factory`` (the optimizer class with its own arguments) and a ``scheduler`` block whose
 ``name`` picks the schedule. A module calls::
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "linear", "cosine", "tri_stage")
+NO_DECAY_KINDS = ("bias", "norm", "vector")  # parameter kinds optimizer.no_decay may exempt from weight decay
 # Packages an optimizer factory may come from that asrkit installs only with an extra.
 EXTRAS = {"bitsandbytes": "bnb"}
 # Modules whose own parameters are normalisation gains and shifts (never decayed). Norms a model
@@ -34,26 +35,35 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, NORM_MODULES) or type(module).__name__.lower().endswith("norm")
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: ``weight_decay`` on weight matrices, none on biases, norm parameters or 1-D tensors.
+def parameter_groups(
+    model: nn.Module, weight_decay: float, no_decay: Collection[str]
+) -> list[dict[str, Any]]:
+    """Two groups: ``weight_decay`` on the trainable parameters, none on the kinds named in ``no_decay``.
 
-    A parameter is left undecayed when its name ends in ``bias``, it belongs to a normalisation module
-    (LayerNorm, GroupNorm, BatchNorm, RMSNorm or any class named ``*Norm``), or it has fewer than two
-    dimensions (scales, wav2vec2's mask embedding). Embedding tables (token and learned position
-    embeddings, wav2vec2's codebooks) are matrices and are decayed, as in Hugging Face's Trainer.
-    Frozen parameters (``requires_grad=False``) are left out; a parameter shared by two modules
-    (Whisper's tied output projection) is counted once.
+    Kinds (``optimizer.no_decay``): ``bias`` (a name ending in ``bias``), ``norm`` (the parameters of a
+    normalisation module: LayerNorm, GroupNorm, BatchNorm, RMSNorm or any class named ``*Norm``) and
+    ``vector`` (fewer than two dimensions: scales, wav2vec2's mask embedding). Embedding tables (token
+    and learned position embeddings, wav2vec2's codebooks) are matrices and are decayed, as in Hugging
+    Face's Trainer; ``no_decay: []`` decays every parameter (fairseq's Adam). Frozen parameters
+    (``requires_grad=False``) are left out; a parameter shared by two modules (Whisper's tied output
+    projection) is counted once.
     """
+    unknown = sorted(set(no_decay) - set(NO_DECAY_KINDS))
+    if unknown:
+        raise ValueError(
+            f"optimizer.no_decay={list(no_decay)}: {unknown} unknown; choose from {NO_DECAY_KINDS}"
+        )
     undecayed = set()
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
-            if _is_norm(module) or name.endswith("bias") or parameter.ndim < 2:
+            kinds = {"norm": _is_norm(module), "bias": name.endswith("bias"), "vector": parameter.ndim < 2}
+            if any(kinds[kind] for kind in no_decay):
                 undecayed.add(id(parameter))
-    decay, no_decay = [], []
+    decay, exempt = [], []
     for parameter in model.parameters():  # deduplicated, in registration order
         if parameter.requires_grad:
-            (no_decay if id(parameter) in undecayed else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (exempt if id(parameter) in undecayed else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
     return [group for group in groups if group["params"]]
 
 
@@ -71,10 +81,10 @@ def _import_package_of(target: str) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """``cfg.factory(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)``."""
+    """``cfg.factory(parameter_groups(model, cfg.weight_decay, cfg.no_decay), lr=cfg.lr)``."""
     _import_package_of(str(cfg["factory"]["_target_"]))
     factory = instantiate(cfg["factory"])
-    return factory(parameter_groups(model, cfg["weight_decay"]), lr=cfg["lr"])
+    return factory(parameter_groups(model, cfg["weight_decay"], cfg["no_decay"]), lr=cfg["lr"])
 
 
 def warmup_decay(

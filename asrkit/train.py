@@ -90,7 +90,7 @@ def train(cfg: DictConfig) -> float | None:
     trainer: L.Trainer = _build(
         "trainer",
         cfg.trainer,
-        **hardware.trainer_kwargs(cfg.hw),
+        **hardware.trainer_kwargs(cfg.hw, find_unused_parameters=module.skips_layers),  # layerdrop under DDP
         callbacks=callbacks,
         logger=loggers,
         accumulate_grad_batches=accumulation,

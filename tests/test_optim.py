@@ -17,6 +17,9 @@ from asrkit import optim
 from tests.conftest import compose_config
 
 OPTIMIZERS = ["adamw", "adam8bit", "adafactor"]
+_TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                      conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), vocab_size=8,
+                      num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)  # fmt: skip
 
 
 def _lrs(optimizer_cfg: list[str], total_steps: int, steps: list[int], tmp_path: Path) -> list[float]:
@@ -91,11 +94,13 @@ class _CustomRMSNorm(nn.Module):  # the kind of norm transformers models define 
         self.weight = nn.Parameter(torch.ones(size))
 
 
-def _groups_by_name(model: nn.Module, weight_decay: float = 0.1) -> dict[str, float]:
+def _groups_by_name(
+    model: nn.Module, weight_decay: float = 0.1, no_decay: tuple[str, ...] = ("bias", "norm", "vector")
+) -> dict[str, float]:
     names = {id(p): n for n, p in model.named_parameters()}
     return {
         names[id(p)]: g["weight_decay"]
-        for g in optim.parameter_groups(model, weight_decay)
+        for g in optim.parameter_groups(model, weight_decay, no_decay)
         for p in g["params"]
     }
 
@@ -111,6 +116,32 @@ def test_no_decay_on_biases_norms_and_vectors_but_on_matrices_and_embeddings() -
     }  # fmt: skip  # the frozen Linear is left out
 
 
+def test_no_decay_names_the_kinds_left_undecayed() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), _CustomRMSNorm(4))
+    model.scale = nn.Parameter(torch.ones(4))  # a vector outside any norm, without "bias" in its name
+    names = ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "scale"]
+    everything = dict.fromkeys(names, 0.1)
+    assert _groups_by_name(model, no_decay=()) == everything  # fairseq's Adam: one decayed group
+    assert _groups_by_name(model, no_decay=("bias",)) == everything | {"0.bias": 0.0, "1.bias": 0.0}
+    norms = everything | {"1.weight": 0.0, "1.bias": 0.0, "2.weight": 0.0}
+    assert _groups_by_name(model, no_decay=("norm",)) == norms
+    assert _groups_by_name(model, no_decay=("vector",)) == dict.fromkeys(names, 0.0) | {"0.weight": 0.1}
+    with pytest.raises(ValueError, match=r"optimizer.no_decay=\['bias', 'norms'\]: \['norms'\] unknown"):
+        optim.parameter_groups(model, 0.1, ["bias", "norms"])
+
+
+def test_fairseq_pretraining_decays_every_parameter(tmp_path: Path) -> None:
+    model = Wav2Vec2ForCTC(Wav2Vec2Config(**_TINY_WAV2VEC2))
+    count = len(list(model.parameters()))
+    fairseq = compose_config(["experiment=pretrain_base_fairseq"], tmp_path).optimizer
+    (group,) = optim.build_optimizer(model, fairseq).param_groups
+    assert group["weight_decay"] == 0.01 and len(group["params"]) == count
+    transformers = compose_config(["experiment=pretrain_base_librispeech"], tmp_path).optimizer
+    decayed, exempt = optim.build_optimizer(model, transformers).param_groups  # the default no_decay
+    assert (decayed["weight_decay"], exempt["weight_decay"]) == (0.01, 0.0)
+    assert len(decayed["params"]) + len(exempt["params"]) == count and len(exempt["params"]) > 0
+
+
 def test_whisper_and_wav2vec2_groups(demo_model_and_batch: tuple[nn.Module, dict[str, torch.Tensor]]) -> None:
     whisper = demo_model_and_batch[0]
     decay = _groups_by_name(whisper)
@@ -120,10 +151,7 @@ def test_whisper_and_wav2vec2_groups(demo_model_and_batch: tuple[nn.Module, dict
     trainable = [p for p in whisper.parameters() if p.requires_grad]
     assert len(decay) == len(trainable)
 
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), vocab_size=8,
-                            num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)  # fmt: skip
-    decay = _groups_by_name(Wav2Vec2ForCTC(config))
+    decay = _groups_by_name(Wav2Vec2ForCTC(Wav2Vec2Config(**_TINY_WAV2VEC2)))
     assert decay["wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight"] == 0.0  # GroupNorm
     assert decay["wav2vec2.encoder.layer_norm.weight"] == 0.0
     assert decay["wav2vec2.masked_spec_embed"] == 0.0

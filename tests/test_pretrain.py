@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 
 import asrkit.data.datamodule as datamodule_code
+from asrkit import hardware
 from asrkit.config import asset_path
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.models.wav2vec2_pretrain import Wav2Vec2PretrainModule, gumbel_temperature
@@ -27,12 +28,25 @@ from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config
 
 SHORT_RUN = ["experiment=demo_pretrain", *TINY_RUN[1:]]  # TINY_RUN with the pre-training demo
+TESTED_RUN = [item for item in SHORT_RUN if not item.startswith("test_before")]
+TESTED_RUN.append("test_before_training=true")  # SHORT_RUN that also tests before training
+
+
+def _module(tmp_path: Path, *overrides: str) -> Wav2Vec2PretrainModule:
+    cfg = compose_config(["experiment=demo_pretrain", *overrides], tmp_path)
+    return instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
 
 
 @pytest.fixture(scope="module")
 def module(tmp_path_factory: pytest.TempPathFactory) -> Wav2Vec2PretrainModule:
-    cfg = compose_config(["experiment=demo_pretrain"], tmp_path_factory.mktemp("cfg"))
-    return instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+    """The demo's model: a GroupNorm front end, no attention mask."""
+    return _module(tmp_path_factory.mktemp("cfg"))
+
+
+@pytest.fixture(scope="module")
+def layer_norm_module(tmp_path_factory: pytest.TempPathFactory) -> Wav2Vec2PretrainModule:
+    """The demo's model with a LayerNorm front end (as large-lv60): padded batches with an attention mask."""
+    return _module(tmp_path_factory.mktemp("cfg"), "model.random_init.feat_extract_norm=layer")
 
 
 def _examples(lengths: list[int]) -> list[dict]:
@@ -41,9 +55,11 @@ def _examples(lengths: list[int]) -> list[dict]:
     return [{"index": i, "audio": a, "text": "", "reference": ""} for i, a in enumerate(audio)]
 
 
-def test_masks_and_negatives_lie_on_real_frames_and_never_on_the_positive(module) -> None:
+def test_masks_and_negatives_lie_on_real_frames_and_never_on_the_positive(layer_norm_module) -> None:
+    module = layer_norm_module
     lengths = [16_000, 8_000, 24_000, 12_345]
     batch = module.collator(_examples(lengths))
+    assert batch["attention_mask"].sum(1).tolist() == lengths
     frames = int(module.model._get_feat_extract_output_lengths(max(lengths)))
     real = module.model._get_feat_extract_output_lengths(torch.tensor(lengths)).tolist()
     mask, negatives = batch["mask_time_indices"], batch["sampled_negative_indices"]
@@ -59,6 +75,27 @@ def test_masks_and_negatives_lie_on_real_frames_and_never_on_the_positive(module
         assert mask[row, drawn].all()  # distractors are other masked frames...
         assert (drawn != masked[:, None]).all()  # ...and never the positive itself
     assert 0.3 < mask.sum() / sum(real) < 0.8  # mask_time_prob 0.65 with overlapping spans
+
+
+def test_group_norm_batches_are_cut_to_their_shortest_utterance_a_random_window_each(tmp_path: Path) -> None:
+    module = _module(tmp_path, "model.do_normalize=false")  # raw samples: each row is a window of its audio
+    lengths = [16_000, 8_000, 24_000, 12_345]
+    examples = _examples(lengths)
+    starts = []
+    for _ in range(10):
+        batch = module.collator(examples)
+        assert batch["input_values"].shape == (4, 8_000) and "attention_mask" not in batch
+        assert batch["padding_fraction"] == 0
+        assert batch["num_frames"] == 4 * module.collator.output_lengths(8_000)
+        for row, example in zip(batch["input_values"].numpy(), examples, strict=True):
+            start = int(np.flatnonzero(example["audio"] == row[0])[0])
+            np.testing.assert_array_equal(row, example["audio"][start : start + 8_000])
+            starts.append(start)
+    assert len(set(starts)) > 10  # random windows, not always the start
+
+    export = tmp_path / "export"
+    module.export(export)
+    assert not Wav2Vec2FeatureExtractor.from_pretrained(export).do_normalize  # fine-tuning sees raw audio too
 
 
 def test_utterance_shorter_than_a_mask_span_is_dropped_and_counted(module) -> None:
@@ -79,26 +116,118 @@ def test_gumbel_temperature_decays_per_step_to_its_floor() -> None:
     assert gumbel_temperature(200_000, 2.0, 0.5, 0.999995) == pytest.approx(2.0 * 0.999995**200_000)
 
 
+def _step(module, batch, monkeypatch, world_size: int = 1, reduce=lambda sums: sums, global_step: int = 0):
+    """``training_step`` under a stand-in trainer (``reduce``: what the other ranks add); the loss and the
+    values logged."""
+    strategy = SimpleNamespace(reduce=lambda sums, reduce_op: reduce(sums))
+    trainer = SimpleNamespace(world_size=world_size, global_step=global_step, is_global_zero=True,
+                              strategy=strategy)  # fmt: skip
+    monkeypatch.setattr(module, "_trainer", trainer)
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kwargs: logged.update({name: float(value)}))
+    module.train()
+    torch.manual_seed(0)  # the same Gumbel noise in every call
+    return module.training_step(batch, 0), logged
+
+
 def test_loss_is_divided_by_the_masked_frames_of_all_ranks(module, monkeypatch) -> None:
     batch = module.collator(_examples([16_000, 20_000]))
     masked = float(batch["mask_time_indices"].sum())
-    other_rank = torch.tensor([3 * masked, 0, 0, 0, 0, 0, 0])  # a second rank with 3x the masked frames
-
-    def step(world_size: int, reduce, global_step: int) -> torch.Tensor:
-        strategy = SimpleNamespace(reduce=lambda sums, reduce_op: reduce(sums))
-        trainer = SimpleNamespace(world_size=world_size, global_step=global_step, is_global_zero=True,
-                                  strategy=strategy)  # fmt: skip
-        monkeypatch.setattr(module, "_trainer", trainer)
-        torch.manual_seed(0)  # the same Gumbel noise in both calls
-        return module.training_step(batch, 0)
-
-    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
-    module.train()
-    alone = step(1, lambda sums: sums, global_step=1000)
+    alone, _ = _step(module, batch, monkeypatch, global_step=1000)
     assert module.model.quantizer.temperature == gumbel_temperature(1000, 2.0, 0.5, 0.997)
-    shared = step(2, lambda sums: sums + other_rank, global_step=1000)
+    other_rank = lambda sums: sums + 3 * masked * torch.eye(len(sums))[0]  # noqa: E731  # 3x the masked frames
+    shared, _ = _step(module, batch, monkeypatch, 2, other_rank, global_step=1000)
     # DDP then averages the two ranks' gradients: (2 x L / 4N) / 2 = L / 4N, one weight per masked frame
     assert shared.item() == pytest.approx(alone.item() * 2 * masked / (4 * masked), rel=1e-5)
+
+
+def test_codevector_perplexity_is_the_mean_over_ranks(module, monkeypatch) -> None:
+    batch = module.collator(_examples([16_000, 20_000]))
+    _, alone = _step(module, batch, monkeypatch)
+    _, two_ranks = _step(module, batch, monkeypatch, 2, lambda sums: 2 * sums)  # another rank, the same batch
+    assert alone["train/codevector_perplexity"] > 1
+    assert two_ranks["train/codevector_perplexity"] == pytest.approx(alone["train/codevector_perplexity"])
+    for name in ("loss", "contrastive_loss", "diversity_loss", "feature_penalty", "percent_masked"):
+        assert two_ranks[f"train/{name}"] == pytest.approx(alone[f"train/{name}"]), name
+
+
+def test_feature_penalty_and_gradient_scale_follow_fairseqs_definition(tmp_path: Path, monkeypatch) -> None:
+    plain = _module(tmp_path)
+    penalised = _module(tmp_path, "model.feature_penalty_weight=10")
+    fairseq = _module(tmp_path, "model.feature_penalty_weight=10", "model.feature_grad_mult=0.1")
+    for module in (penalised, fairseq):
+        module.load_state_dict(plain.state_dict())
+    batch = plain.collator(_examples([16_000, 12_000]))  # cut to 12,000 samples each: no padding
+    conv = plain.model.wav2vec2.feature_extractor
+    conv_params = dict(conv.named_parameters())
+    # fairseq's features_pen: the conv encoder's output (before its LayerNorm), squared, averaged
+    penalty = conv(batch["input_values"]).float().pow(2).mean()
+    penalty_grads = torch.autograd.grad(10 * penalty, list(conv_params.values()))
+    penalty_grads = dict(zip(conv_params, penalty_grads, strict=True))
+
+    losses, grads = {}, {}
+    for name, module in (("plain", plain), ("penalised", penalised), ("fairseq", fairseq)):
+        module.zero_grad()
+        loss, logged = _step(module, batch, monkeypatch)
+        loss.backward()
+        assert logged["train/feature_penalty"] == pytest.approx(penalty.item(), rel=1e-5)
+        losses[name] = loss.item()
+        grads[name] = {n: p.grad for n, p in module.model.named_parameters() if p.grad is not None}
+    # per masked frame, as fairseq's criterion adds coef x penalty x sample_size to the summed loss
+    assert losses["penalised"] - losses["plain"] == pytest.approx(10 * penalty.item(), rel=1e-4)
+    assert losses["fairseq"] == pytest.approx(losses["penalised"], rel=1e-6)  # the forward is unchanged
+    for name, grad in grads["fairseq"].items():
+        conv_name = name.removeprefix("wav2vec2.feature_extractor.")
+        if conv_name in conv_params:  # the whole gradient into the encoder, penalty included, x 0.1
+            penalty_part = grads["penalised"][name] - grads["plain"][name]
+            torch.testing.assert_close(penalty_part, penalty_grads[conv_name], rtol=1e-3, atol=1e-6)
+            torch.testing.assert_close(grad, 0.1 * grads["penalised"][name], rtol=1e-4, atol=1e-8)
+        else:
+            torch.testing.assert_close(grad, grads["penalised"][name], rtol=1e-4, atol=1e-8)
+    assert set(grads["fairseq"]) > {f"wav2vec2.feature_extractor.{n}" for n in conv_params}
+
+
+def test_feature_penalty_of_a_padded_batch_counts_real_frames_only(layer_norm_module) -> None:
+    lengths = [16_000, 9_000]
+    batch = layer_norm_module.collator(_examples(lengths))
+    conv = layer_norm_module.model.wav2vec2.feature_extractor
+    with torch.no_grad():
+        _, penalty = layer_norm_module._forward(batch)
+        alone = [conv(batch["input_values"][row : row + 1, :n]) for row, n in enumerate(lengths)]
+    expected = sum(f.pow(2).sum() for f in alone) / sum(f.numel() for f in alone)
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_every_family_says_whether_its_layers_may_be_skipped(tmp_path: Path) -> None:
+    def skips(*overrides: str) -> bool:
+        cfg = compose_config(list(overrides), tmp_path)
+        return instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False).skips_layers
+
+    assert not skips("experiment=demo_pretrain")
+    assert skips("experiment=demo_pretrain", "model.random_init.layerdrop=0.05")
+    assert not skips("experiment=demo_ctc") and skips("experiment=demo_ctc", "model.layerdrop=0.1")
+    assert not skips("experiment=demo")
+    assert skips("experiment=demo", "+model.random_init.encoder_layerdrop=0.1")
+    assert skips("experiment=demo", "+model.random_init.decoder_layerdrop=0.1")
+
+
+def test_layers_that_may_be_skipped_make_ddp_look_for_unused_parameters(tmp_path: Path) -> None:
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+    from lightning_habana.pytorch.strategies import HPUDDPStrategy
+
+    def strategy(profile: str, *overrides: str, skips: bool = True):
+        return hardware.build_strategy(compose_config([f"hw={profile}", *overrides], tmp_path).hw, skips)
+
+    assert "find_unused_parameters" not in strategy("ddp_cpu", skips=False)._ddp_kwargs
+    for profile, cls in (("ddp_cpu", DDPStrategy), ("gaudi_8x", HPUDDPStrategy), ("multi_node", DDPStrategy)):
+        built = strategy(profile)
+        assert isinstance(built, cls) and built._ddp_kwargs["find_unused_parameters"] is True, profile
+    assert strategy("cpu", "hw.strategy=ddp") == "ddp_find_unused_parameters_true"
+    assert strategy("cpu", "hw.devices=2") == "ddp_find_unused_parameters_true"  # what auto would pick
+    assert strategy("cpu") == "auto"  # one process: no DDP
+    assert isinstance(strategy("a100_deepspeed"), DeepSpeedStrategy)  # ZeRO ignores unused parameters itself
+    with pytest.raises(ValueError, match="hw.strategy.find_unused_parameters=false"):
+        strategy("ddp_cpu", "+hw.strategy.find_unused_parameters=false")
 
 
 def _local_hub_repo(root: Path, demo: Path) -> dict[tuple[str, str], list[str]]:
@@ -174,15 +303,15 @@ def test_short_pretraining_run_writes_checkpoint_metrics_and_an_export_ctc_loads
     assert "last.ckpt" in checkpoints and any(n.startswith("best-step") and "-loss" in n for n in checkpoints)
     results = json.loads((tmp_path / "metrics.json").read_text())
     assert results["global_step"] == 4 and results["best_val_loss"] > 0
-    assert set(results["test"]) == {"loss", "contrastive_loss", "diversity_loss", "codevector_perplexity",
-                                    "percent_masked", "num_samples"}  # fmt: skip
+    assert set(results["test"]) == {"loss", "contrastive_loss", "diversity_loss", "feature_penalty",
+                                    "codevector_perplexity", "percent_masked", "num_samples"}  # fmt: skip
     assert results["test"]["num_samples"] == 8
     assert results["test"]["codevector_perplexity"] > 1
 
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     logged = set(events.Tags()["scalars"])
-    for name in ("loss", "contrastive_loss", "diversity_loss", "codevector_perplexity", "gumbel_temperature",
-                 "percent_masked", "grad_norm"):  # fmt: skip
+    for name in ("loss", "contrastive_loss", "diversity_loss", "feature_penalty", "codevector_perplexity",
+                 "gumbel_temperature", "percent_masked", "grad_norm"):  # fmt: skip
         assert f"train/{name}" in logged, name
     assert "val/loss" in logged and any(tag.startswith("lr-") for tag in logged)
     for event in events.Scalars("train/gumbel_temperature"):
@@ -200,17 +329,49 @@ def test_short_pretraining_run_writes_checkpoint_metrics_and_an_export_ctc_loads
     assert "pipeline_tag" not in card  # not a speech recogniser until fine-tuned
 
 
+def _run_asrkit(run_dir: Path, *overrides: str) -> dict:
+    """``python -m asrkit`` in a child process (under hw=ddp_cpu Lightning re-runs it for rank 1)."""
+    command = [sys.executable, "-m", "asrkit", *overrides, f"hydra.run.dir={run_dir}"]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")
+    run_dir.mkdir(parents=True)
+    done = subprocess.run(command, cwd=run_dir, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
 @pytest.mark.slow
 def test_two_ranks_sum_the_masked_frames_and_the_evaluation(tmp_path: Path) -> None:
-    """hw=ddp_cpu: two gloo processes (Lightning re-runs the command for rank 1)."""
-    overrides = [item for item in SHORT_RUN if not item.startswith("test_before")]
-    command = [sys.executable, "-m", "asrkit", *overrides, "hw=ddp_cpu", "data.per_device_batch_size=8",
-               "test_before_training=true", f"hydra.run.dir={tmp_path}"]  # fmt: skip
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
-    results = json.loads((tmp_path / "metrics.json").read_text())
+    results = _run_asrkit(tmp_path / "run", *TESTED_RUN, "hw=ddp_cpu", "data.per_device_batch_size=8")
     assert results["global_step"] == 4
     for when in ("test_before", "test"):  # each rank scored half of the 8 utterances; the sums were reduced
         assert results[when]["num_samples"] == 8 and results[when]["codevector_perplexity"] > 1
-    assert "global rank 1 stopped at optimizer step 4" in (tmp_path / "train_ddp_process_1.log").read_text()
+    rank_1_log = (tmp_path / "run" / "train_ddp_process_1.log").read_text()
+    assert "global rank 1 stopped at optimizer step 4" in rank_1_log
+
+
+@pytest.mark.slow
+def test_layerdrop_trains_under_ddp_and_logs_the_perplexity_of_one_process(tmp_path: Path) -> None:
+    """Layerdrop 0.5 (3 layers: some layer is skipped in nearly every step) on 2 DDP ranks and on 1 process.
+
+    Both runs start from the same weights and forward 4-utterance device batches (1 process: 2 micro-batches
+    per step, accumulated; 2 ranks: one each), so the perplexity of a device batch has the same expectation;
+    the batches themselves differ (which utterances, the random crops, masks and Gumbel noise).
+    """
+    overrides = [*TESTED_RUN, "model.random_init.layerdrop=0.5", "data.global_batch_size=8",
+                 "data.per_device_batch_size=4", "data.eval_batch_size=4",
+                 "data.max_eval_samples=16"]  # fmt: skip
+    ranks = {world: _run_asrkit(tmp_path / f"world{world}", *overrides, f"hw={hw}")
+             for world, hw in ((1, "cpu"), (2, "ddp_cpu"))}  # fmt: skip
+    train = {}
+    for world, results in ranks.items():
+        assert results["global_step"] == 4
+        events = EventAccumulator(str(tmp_path / f"world{world}" / "tensorboard")).Reload()
+        train[world] = np.mean([event.value for event in events.Scalars("train/codevector_perplexity")])
+    # Noise: the perplexity of one device batch varied by about 5 % (std) between batches here (29.2-34.4 over
+    # the 8 logged steps), so the means of 4 steps differ by a few % (measured: 2 % train, 5 % and 2 % test
+    # before and after). 20 % allows for that; a perplexity divided again by the world size is 50 % low.
+    assert train[2] == pytest.approx(train[1], rel=0.2)
+    for when in ("test_before", "test"):
+        two, one = ranks[2][when], ranks[1][when]
+        assert two["num_samples"] == one["num_samples"] == 16
+        assert two["codevector_perplexity"] == pytest.approx(one["codevector_perplexity"], rel=0.2)

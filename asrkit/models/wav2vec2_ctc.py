@@ -235,6 +235,11 @@ class Wav2Vec2CTCModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
+    @property
+    def skips_layers(self) -> bool:
+        """Whether a training step may skip layers (layerdrop), leaving parameters without gradient."""
+        return self.hparams.layerdrop > 0
+
     # optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)

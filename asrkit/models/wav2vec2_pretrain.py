@@ -9,6 +9,13 @@ frame weighs the same whatever the world size. The Gumbel-softmax temperature of
 per optimizer step as ``max(max_gumbel_temperature * gumbel_temperature_decay**step,
 min_gumbel_temperature)``.
 
+Two terms of fairseq's objective are options (``pretrain_base_fairseq`` turns them on): an L2 penalty on
+the convolutional features (``feature_penalty_weight``: fairseq's second ``loss_weights`` entry times
+``features.float().pow(2).mean()`` of the feature encoder's output before its LayerNorm, per masked frame
+as fairseq's criterion scales it) and ``feature_grad_mult`` (the gradient reaching the feature encoder
+scaled, fairseq's ``GradMultiply``). ``do_normalize: false`` feeds the waveform unnormalised (fairseq's
+base recipe, ``normalize: false``); the export's feature extractor says so to the models fine-tuned from it.
+
 ``name_or_path`` gives the architecture (``config.json``) and the feature extractor; its weights are
 used only with ``load_weights: true`` (continue pre-training): the recipe starts from random weights.
 With ``name_or_path: null`` the architecture is ``random_init`` (``Wav2Vec2Config`` arguments). The
@@ -44,12 +51,25 @@ def gumbel_temperature(step: int, max_temperature: float, min_temperature: float
     return max(max_temperature * decay**step, min_temperature)
 
 
+def random_window(audio: np.ndarray, samples: int | None) -> np.ndarray:
+    """A random window of ``samples`` from longer audio (fairseq's ``crop_to_max_size``); None keeps all."""
+    if samples is None or len(audio) <= samples:
+        return audio
+    start = np.random.randint(0, len(audio) - samples + 1)
+    return audio[start : start + samples]
+
+
 class Wav2Vec2PretrainCollator:
-    """Normalised, padded waveforms and, per batch, the span masks and negative indices of the loss.
+    """Waveforms (normalised per utterance with ``do_normalize``) of one length and, per batch, the span
+    masks and negative indices of the loss.
 
     Masks and negatives are drawn only over each utterance's real (unpadded) feature frames. An
     utterance shorter than one mask span has nothing to predict: it is dropped from the batch and
-    counted in ``num_skipped`` (raise ``data.min_duration_in_seconds`` to avoid it).
+    counted in ``num_skipped`` (raise ``data.min_duration_in_seconds`` to avoid it). Models with a
+    GroupNorm front end (``feat_extract_norm: group``) take no attention mask, so padding would enter
+    the GroupNorm statistics and the attention: their batches are cut to the shortest utterance, a
+    random window of each (fairseq's pre-training batches); duration bucketing keeps the audio cut small.
+    Layer-norm front ends are zero-padded and get an attention mask.
     """
 
     def __init__(
@@ -71,6 +91,7 @@ class Wav2Vec2PretrainCollator:
         self.mask_time_prob = mask_time_prob
         self.mask_time_length = mask_time_length
         self.crop_samples = round(crop_seconds * self.sampling_rate) if crop_seconds else None
+        self.crop_to_shortest = model.config.feat_extract_norm == "group"
         self._warned_short = False
 
     @property
@@ -81,15 +102,9 @@ class Wav2Vec2PretrainCollator:
         """Pre-training has no labels: every text encodes to an empty label."""
         return [[] for _ in texts]
 
-    def _crop(self, audio: np.ndarray) -> np.ndarray:
-        """A random window of ``crop_seconds`` from longer audio (fairseq's ``max_sample_size``)."""
-        if self.crop_samples is None or len(audio) <= self.crop_samples:
-            return audio
-        start = np.random.randint(0, len(audio) - self.crop_samples + 1)
-        return audio[start : start + self.crop_samples]
-
     def __call__(self, examples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-        decoded = [example | {"audio": self._crop(example["audio"])} for example in examples if example]
+        decoded = [example | {"audio": random_window(example["audio"], self.crop_samples)}
+                   for example in examples if example]  # fmt: skip
         kept = [e for e in decoded if int(self.output_lengths(len(e["audio"]))) > self.mask_time_length]
         if len(kept) < len(decoded) and not self._warned_short:
             log.warning("dropping utterances shorter than one mask span (%d feature frames); "
@@ -97,6 +112,9 @@ class Wav2Vec2PretrainCollator:
             self._warned_short = True
         if not kept:
             return None
+        if self.crop_to_shortest:  # no padding: GroupNorm and attention see only real audio
+            shortest = min(len(example["audio"]) for example in kept)
+            kept = [example | {"audio": random_window(example["audio"], shortest)} for example in kept]
         batch = _common_fields(kept, len(examples) - len(kept), self.sampling_rate)
         batch |= pad_waveforms(  # the CTC collator's normalisation: what the exported processor does
             [example["audio"] for example in kept], normalize=self.feature_extractor.do_normalize,
@@ -117,20 +135,24 @@ class Wav2Vec2PretrainCollator:
 
 
 def _build_model(
-    name_or_path: str | None, load_weights: bool, random_init: dict[str, Any] | None, attn: str
-) -> tuple[Wav2Vec2ForPreTraining, Wav2Vec2FeatureExtractor]:
+    name_or_path: str | None, load_weights: bool, random_init: dict[str, Any] | None, attn: str,
+    do_normalize: bool,
+) -> tuple[Wav2Vec2ForPreTraining, Wav2Vec2FeatureExtractor]:  # fmt: skip
     if name_or_path is None:
         if not random_init:
             raise ValueError("model.name_or_path is null, so model.random_init must give the Wav2Vec2Config")
         config = Wav2Vec2Config(**random_init)
         extractor = Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+            feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=do_normalize,
             return_attention_mask=config.feat_extract_norm == "layer",
         )  # fmt: skip
         return Wav2Vec2ForPreTraining._from_config(config, attn_implementation=attn), extractor
     if random_init:
         log.info("model.random_init is not used: the architecture comes from %s", name_or_path)
     extractor = Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
+    if extractor.do_normalize != do_normalize:
+        log.info("model.do_normalize=%s replaces the do_normalize of %s", do_normalize, name_or_path)
+        extractor.do_normalize = do_normalize
     if load_weights:
         return Wav2Vec2ForPreTraining.from_pretrained(name_or_path, attn_implementation=attn), extractor
     config = Wav2Vec2Config.from_pretrained(name_or_path)
@@ -149,6 +171,9 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         min_gumbel_temperature: float = 0.5,
         gumbel_temperature_decay: float = 0.999995,
         crop_seconds: float | None = None,
+        do_normalize: bool = True,
+        feature_penalty_weight: float = 0.0,
+        feature_grad_mult: float = 1.0,
         gradient_checkpointing: bool = False,
         attn_implementation: str = "sdpa",
         optimizer: dict[str, Any] | None = None,
@@ -162,15 +187,20 @@ class Wav2Vec2PretrainModule(L.LightningModule):
                 f"model.gumbel_temperature_decay in (0, 1]; got {min_gumbel_temperature}, "
                 f"{max_gumbel_temperature}, {gumbel_temperature_decay}"
             )
+        if feature_penalty_weight < 0 or feature_grad_mult <= 0:
+            raise ValueError(f"model.feature_penalty_weight={feature_penalty_weight} must be >= 0 and "
+                             f"model.feature_grad_mult={feature_grad_mult} > 0")  # fmt: skip
         if isinstance(random_init, DictConfig):  # Hydra hands nested nodes over unconverted
             random_init = OmegaConf.to_container(random_init, resolve=True)
         self.model, self.feature_extractor = _build_model(
-            name_or_path, load_weights, random_init, attn_implementation
+            name_or_path, load_weights, random_init, attn_implementation, do_normalize
         )
         if not self.model.config.apply_spec_augment:
             raise ValueError("the model config has apply_spec_augment=false, which disables the masks")
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model.wav2vec2.feature_extractor.register_forward_hook(self._keep_features)
+        self._features: torch.Tensor | None = None
         self.collator = Wav2Vec2PretrainCollator(
             self.feature_extractor, self.model, mask_time_prob, mask_time_length, crop_seconds
         )
@@ -181,21 +211,44 @@ class Wav2Vec2PretrainModule(L.LightningModule):
     def on_fit_start(self) -> None:
         steps.enter_train_mode(self)  # a from_pretrained model arrives in eval mode
 
+    @property
+    def skips_layers(self) -> bool:
+        """Whether a training step may skip layers (layerdrop), leaving parameters without gradient."""
+        return self.model.config.layerdrop > 0
+
     # training ---------------------------------------------------------------------------------
-    def _forward(self, batch: dict[str, Any]) -> Any:
-        return self.model(
+    def _keep_features(self, module: torch.nn.Module, inputs: Any, features: torch.Tensor) -> None:
+        """Forward hook on the conv feature encoder: keep its output (batch, channels, frames) for the
+        penalty, and scale the gradient that flows back into the encoder (fairseq's GradMultiply)."""
+        mult = self.hparams.feature_grad_mult
+        if mult != 1.0 and features.requires_grad:
+            features.register_hook(lambda grad: grad * mult)
+        self._features = features
+
+    def _forward(self, batch: dict[str, Any]) -> tuple[Any, torch.Tensor]:
+        """The model's outputs and the feature penalty: the mean square of the conv features (real frames)."""
+        outputs = self.model(
             input_values=batch["input_values"],
             attention_mask=batch.get("attention_mask"),
             mask_time_indices=batch["mask_time_indices"],
             sampled_negative_indices=batch["sampled_negative_indices"],
         )
+        features, self._features = self._features, None
+        per_frame = features.float().pow(2).mean(dim=1)  # (batch, frames)
+        if batch.get("attention_mask") is not None:  # padded batches: the real frames only
+            real = self.model._get_feature_vector_attention_mask(per_frame.shape[1], batch["attention_mask"])
+            return outputs, per_frame[real.bool()].mean()
+        return outputs, per_frame.mean()
 
-    def _sums(self, batch: dict[str, Any], outputs: Any) -> torch.Tensor:
-        """Masked frames, contrastive and diversity loss sums, perplexity, frames, utterances, batches."""
+    def _sums(self, batch: dict[str, Any], outputs: Any, penalty: torch.Tensor) -> torch.Tensor:
+        """Masked frames; contrastive, diversity and feature-penalty sums over them; perplexity, frames,
+        utterances, batches."""
+        masked = batch["mask_time_indices"].sum().float()
         return torch.stack([
-            batch["mask_time_indices"].sum().float(),
+            masked,
             outputs.contrastive_loss.detach().float(),
             outputs.diversity_loss.detach().float(),
+            penalty.detach().float() * masked,
             outputs.codevector_perplexity.detach().float(),
             torch.tensor(float(batch["num_frames"]), device=self.device),
             torch.tensor(float(batch["num_samples"]), device=self.device),
@@ -203,13 +256,15 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         ])  # fmt: skip
 
     def _scores(self, sums: torch.Tensor) -> dict[str, torch.Tensor]:
-        masked, contrastive, diversity, perplexity, frames, samples, batches = sums
+        masked, contrastive, diversity, penalty, perplexity, frames, samples, batches = sums
         weight = self.model.config.diversity_loss_weight
+        penalty_weight = self.hparams.feature_penalty_weight
         return {
-            "loss": (contrastive + weight * diversity) / masked,
+            "loss": (contrastive + weight * diversity + penalty_weight * penalty) / masked,
             "contrastive_loss": contrastive / masked,
             "diversity_loss": diversity / masked,
-            "codevector_perplexity": perplexity / batches,
+            "feature_penalty": penalty / masked,
+            "codevector_perplexity": perplexity / batches,  # the mean of the device batches' perplexities
             "percent_masked": 100.0 * masked / frames,
             "num_samples": samples,
         }
@@ -221,12 +276,14 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         temperature = gumbel_temperature(self.global_step, hp.max_gumbel_temperature,
                                          hp.min_gumbel_temperature, hp.gumbel_temperature_decay)  # fmt: skip
         self.model.set_gumbel_temperature(temperature)
-        outputs = self._forward(batch)
-        sums = self.trainer.strategy.reduce(self._sums(batch, outputs), reduce_op="sum")  # over all ranks
+        outputs, penalty = self._forward(batch)
+        sums = self._sums(batch, outputs, penalty)
+        # fairseq's criterion: the penalty weighs as much as the masked frames of the batch (sample_size)
+        objective = outputs.loss + hp.feature_penalty_weight * penalty * sums[0]
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # over all ranks
         # DDP averages gradients over ranks: scaling by the world size makes that a sum over all masked frames
-        loss = outputs.loss * self.trainer.world_size / sums[0]
+        loss = objective * self.trainer.world_size / sums[0]
         scores = self._scores(sums)
-        scores["codevector_perplexity"] = scores["codevector_perplexity"] / self.trainer.world_size
         scores["gumbel_temperature"] = torch.tensor(temperature)
         del scores["num_samples"]
         for name, value in scores.items():
@@ -258,24 +315,25 @@ class Wav2Vec2PretrainModule(L.LightningModule):
 
     def _report(self, when: str, scores: dict[str, torch.Tensor]) -> None:
         if self.trainer.is_global_zero:
-            log.info("%s: loss %.4f, contrastive %.4f, diversity %.4f, codevector perplexity %.1f, "
-                     "gumbel temperature %.3f, %.1f%% of frames masked", when, scores["loss"],
-                     scores["contrastive_loss"], scores["diversity_loss"], scores["codevector_perplexity"],
-                     scores["gumbel_temperature"], scores["percent_masked"])  # fmt: skip
+            log.info("%s: loss %.4f, contrastive %.4f, diversity %.4f, feature penalty %.4g, codevector "
+                     "perplexity %.1f, gumbel temperature %.3f, %.1f%% of frames masked", when,
+                     scores["loss"], scores["contrastive_loss"], scores["diversity_loss"],
+                     scores["feature_penalty"], scores["codevector_perplexity"], scores["gumbel_temperature"],
+                     scores["percent_masked"])  # fmt: skip
 
     # evaluation: the same losses with the quantizer's hard choice (no Gumbel noise), no WER -------------
     def _eval_step(self, batch: dict[str, Any] | None) -> None:
         if batch is None:
             return
-        sums = self._sums(batch, self._forward(batch))
+        sums = self._sums(batch, *self._forward(batch))
         self._eval_sums = sums if self._eval_sums is None else self._eval_sums + sums
 
     def _eval_epoch_end(self, stage: str) -> None:
         sums, self._eval_sums = self._eval_sums, None
         if sums is None:
-            sums = torch.zeros(7, device=self.device)  # this rank had no batch; the others may have
+            sums = torch.zeros(8, device=self.device)  # this rank had no batch; the others may have
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        if sums[6] == 0:
+        if sums[-1] == 0:  # no batch on any rank
             return
         for name, value in self._scores(sums).items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss")  # already summed over ranks
