@@ -84,7 +84,7 @@ class Recognizer:
         dtype: str = "float32",
         language: str | None = None,
         task: str = "transcribe",
-        num_beams: int = 1,
+        num_beams: int | None = 1,
         generation_max_length: int | None = 225,
     ) -> None:
         if Path(checkpoint).is_dir() and not (Path(checkpoint) / "config.json").is_file():
@@ -114,7 +114,8 @@ class Recognizer:
         self.model = model_class.from_pretrained(checkpoint, dtype=self.dtype).to(self.device).eval()
         self.processor = AutoProcessor.from_pretrained(checkpoint)
         self.whisper = config.model_type == "whisper"
-        self.generate_kwargs: dict[str, Any] = {"num_beams": num_beams}
+        # null: the checkpoint's own setting (an asrkit export carries the one its training evaluated with)
+        self.generate_kwargs: dict[str, Any] = {"num_beams": num_beams} if num_beams else {}
         if generation_max_length:  # Whisper adds its prompt to max_length itself; the others count it in
             key = "max_length" if self.whisper else "max_new_tokens"
             self.generate_kwargs[key] = generation_max_length

@@ -145,6 +145,12 @@ def test_export_generation_config_carries_evaluation_settings(tmp_path) -> None:
     examples = _demo_examples(range(3))
     expected = module.transcribe(module.collator(examples)["input_features"])
     assert _pipeline_texts(tmp_path / "export", examples) == [text.strip() for text in expected]
+    # asrkit.evaluate with num_beams/generation_max_length null takes them from the export as well
+    recognizer = Recognizer(
+        str(tmp_path / "export"), language="hi", num_beams=None, generation_max_length=None
+    )
+    batch = recognizer.collator()(examples)
+    assert recognizer(batch["inputs"], batch["lengths"]) == expected
 
 
 # utterances longer than the window ------------------------------------------------------------------
