@@ -75,7 +75,10 @@ def _timestamps_beyond_window(model: WhisperForConditionalGeneration) -> list[in
     """Timestamp tokens past the model's input window: none for the 30 s checkpoints (1500 encoder positions,
     one 20 ms timestamp each), the most of them for a small window such as the demo model's 3 s, where
     long-form decoding would otherwise seek past audio on a timestamp the window cannot hold."""
-    first = model.generation_config.no_timestamps_token_id + 1  # <|0.00|>
+    no_timestamps = getattr(model.generation_config, "no_timestamps_token_id", None)
+    if no_timestamps is None:  # an outdated generation config: generate() itself says what is missing
+        return []
+    first = no_timestamps + 1  # <|0.00|>
     return list(range(first + model.config.max_source_positions + 1, model.config.vocab_size))
 
 
