@@ -33,7 +33,9 @@ from transformers.models.auto.modeling_auto import (
 
 from asrkit import metrics
 from asrkit.config import CONFIG_DIR, register_resolvers
+from asrkit.data.batching import whisper_inputs
 from asrkit.data.text import resolve_normalizer
+from asrkit.models.whisper import generate_texts, is_english_only
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,7 @@ class FeatureCollator:
 
     def __init__(self, feature_extractor: Any, max_input_seconds: float | None) -> None:
         self.feature_extractor = feature_extractor
-        self.max_input_seconds = max_input_seconds  # longer utterances are dropped by the datamodule
-        # Whisper pads every input to its fixed window itself; the others pad to the longest in the batch
-        self.padding = {} if max_input_seconds else {"padding": True}
+        self.max_input_seconds = max_input_seconds  # Whisper's window: longer utterances go long-form
 
     @property
     def sampling_rate(self) -> int:
@@ -64,10 +64,12 @@ class FeatureCollator:
             "lengths": [len(example["audio"]) for example in kept],  # samples, before padding
             "inputs": {},
         }
-        if kept:
+        if kept and self.max_input_seconds:  # Whisper: its fixed window, and longer utterances whole
+            batch["inputs"] = whisper_inputs(self.feature_extractor, [example["audio"] for example in kept])
+        elif kept:  # the others pad to the longest in the batch
             features = self.feature_extractor(
                 [example["audio"] for example in kept], sampling_rate=self.sampling_rate,
-                return_tensors="pt", **self.padding,
+                return_tensors="pt", padding=True,
             )  # fmt: skip
             batch["inputs"] = dict(features)
         return batch
@@ -83,7 +85,7 @@ class Recognizer:
         dtype: str = "float32",
         language: str | None = None,
         task: str = "transcribe",
-        num_beams: int = 1,
+        num_beams: int | None = 1,
         generation_max_length: int | None = 225,
     ) -> None:
         if Path(checkpoint).is_dir() and not (Path(checkpoint) / "config.json").is_file():
@@ -113,11 +115,18 @@ class Recognizer:
         self.model = model_class.from_pretrained(checkpoint, dtype=self.dtype).to(self.device).eval()
         self.processor = AutoProcessor.from_pretrained(checkpoint)
         self.whisper = config.model_type == "whisper"
-        self.generate_kwargs: dict[str, Any] = {"num_beams": num_beams}
+        # null: the checkpoint's own setting (an asrkit export carries the one its training evaluated with)
+        self.generate_kwargs: dict[str, Any] = {"num_beams": num_beams} if num_beams else {}
         if generation_max_length:  # Whisper adds its prompt to max_length itself; the others count it in
             key = "max_length" if self.whisper else "max_new_tokens"
             self.generate_kwargs[key] = generation_max_length
-        if self.whisper:
+        if self.whisper and is_english_only(self.model):  # no language or task prompt
+            if language not in (None, "en") or task != "transcribe":
+                raise ValueError(
+                    f"language={language}, task={task}: {checkpoint} is an English-only Whisper: "
+                    "set lang=en (or language=null) and task=transcribe"
+                )
+        elif self.whisper:
             self.generate_kwargs["task"] = task
             if language:
                 self.generate_kwargs["language"] = language
@@ -127,7 +136,7 @@ class Recognizer:
 
     @property
     def max_input_seconds(self) -> float | None:
-        """Whisper's input window (longer audio is cut to it); CTC models take any length."""
+        """Whisper's input window (longer audio is decoded long-form); CTC models take any length."""
         return float(self.processor.feature_extractor.chunk_length) if self.whisper else None
 
     def collator(self) -> FeatureCollator:
@@ -138,16 +147,26 @@ class Recognizer:
         """Texts of a batch of model inputs; ``lengths`` are the audio lengths in samples, before padding."""
         if not inputs:
             return []
-        inputs = {
-            key: value.to(self.device, self.dtype if value.is_floating_point() else value.dtype)
-            for key, value in inputs.items()
-        }
+        inputs = self._to_device(inputs)
         if self.kind == "ctc":  # greedy; frames computed from padding are cut off, as in training
             best = self.model(**inputs).logits.argmax(dim=-1).cpu()
             frames = self.model._get_feat_extract_output_lengths(torch.tensor(lengths)).tolist()
             return self.processor.batch_decode([row[:n] for row, n in zip(best, frames, strict=True)])
+        if self.whisper:  # short utterances in one call, longer ones by long-form decoding
+            return generate_texts(self.model, self.processor.tokenizer, **inputs, **self.generate_kwargs)
         generated = self.model.generate(**inputs, **self.generate_kwargs)
         return self.processor.batch_decode(generated, skip_special_tokens=True)
+
+    def _to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Tensors (also in nested dicts) on the model's device, floating point ones in its dtype."""
+        moved = {}
+        for key, value in inputs.items():
+            if isinstance(value, dict):
+                value = self._to_device(value)
+            elif isinstance(value, torch.Tensor):
+                value = value.to(self.device, self.dtype if value.is_floating_point() else value.dtype)
+            moved[key] = value
+        return moved
 
 
 def _module_class(ckpt: Path, module_class: str | None) -> type:

@@ -2,9 +2,10 @@
 
 ``audio`` is a file, a folder (every file with one of ``extensions`` under it, in name order) or a list of
 them. Files are decoded with soundfile and resampled to the model's rate (:mod:`asrkit.data.audio`). A CTC
-model hears each file whole; Whisper hears at most its input window (30 s; 3 s for the demo model), so a
-longer file is cut into consecutive windows whose texts are joined with spaces (a word on a cut may be
-split or lost). The model is loaded as :mod:`asrkit.evaluate` loads it.
+model hears each file whole. Whisper decodes a file within its input window (30 s; 3 s for the demo model)
+in one ``generate()`` call, and a longer one by transformers' long-form sequential decoding (the window moves
+on by the timestamps the model predicts), exactly as :mod:`asrkit.evaluate` and training's evaluation do.
+The model is loaded as :mod:`asrkit.evaluate` loads it.
 """
 
 from __future__ import annotations
@@ -44,12 +45,6 @@ def audio_files(audio: str | Iterable[str], extensions: Iterable[str]) -> list[P
     return files
 
 
-def _windows(samples: Any, length: int | None) -> list[Any]:
-    if not length or len(samples) <= length:
-        return [samples]
-    return [samples[start : start + length] for start in range(0, len(samples), length)]
-
-
 def transcribe(cfg: DictConfig) -> list[dict[str, Any]]:
     """Transcribe every file of ``cfg.audio``; print, write and return ``{file, text, seconds}`` per file."""
     out = Path(cfg.paths.output_dir)
@@ -60,33 +55,23 @@ def transcribe(cfg: DictConfig) -> list[dict[str, Any]]:
         recognizer = load_recognizer(cfg, workdir, cfg.dtype)
     collator = recognizer.collator()
     rate = collator.sampling_rate
-    window = int(recognizer.max_input_seconds * rate) if recognizer.max_input_seconds else None
 
-    pieces: list[dict[str, Any]] = []  # one per window: which file it belongs to, and its samples
-    seconds: dict[int, float] = {}
+    decoded: list[dict[str, Any]] = []  # the files that decode, whole
     for number, file in enumerate(files):
         try:
             samples = decode_audio({"path": str(file), "bytes": None}, rate)
         except AudioDecodeError as error:
             log.warning("skipping %s", error)
             continue
-        seconds[number] = len(samples) / rate
-        for samples_window in _windows(samples, window):
-            pieces.append({"index": number, "audio": samples_window, "reference": ""})
-    texts: dict[int, list[str]] = {number: [] for number in seconds}
-    for start in range(0, len(pieces), cfg.batch_size):
-        batch = collator(pieces[start : start + cfg.batch_size])
-        for number, text in zip(batch["indices"], recognizer(batch["inputs"], batch["lengths"]), strict=True):
-            texts[number].append(text.strip())
-
-    results = [
-        {
-            "file": str(files[number]),
-            "text": " ".join(t for t in texts[number] if t),
-            "seconds": seconds[number],
-        }
-        for number in texts
-    ]
+        decoded.append({"index": number, "audio": samples, "reference": ""})
+    results = []
+    for start in range(0, len(decoded), cfg.batch_size):
+        examples = decoded[start : start + cfg.batch_size]
+        batch = collator(examples)
+        texts = recognizer(batch["inputs"], batch["lengths"])
+        for example, text in zip(examples, texts, strict=True):
+            seconds = len(example["audio"]) / rate
+            results.append({"file": str(files[example["index"]]), "text": text.strip(), "seconds": seconds})
     lines = [f"{result['file']}\t{result['text']}" for result in results]
     (out / "transcripts.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     with open(out / "transcripts.jsonl", "w", encoding="utf-8") as f:

@@ -1,36 +1,51 @@
-"""Build the offline multilingual Whisper tokenizer shipped in ``asrkit/assets/whisper_tokenizer/``.
+"""Build the offline Whisper tokenizers shipped in ``asrkit/assets/`` (one folder per vocabulary layout).
 
-The folder is a Hugging Face tokenizer (``tokenizer.json`` + ``tokenizer_config.json``) that loads with
+Each folder is a Hugging Face tokenizer (``tokenizer.json`` + ``tokenizer_config.json``) that loads with
 ``transformers.WhisperTokenizer.from_pretrained(folder)`` or ``AutoTokenizer.from_pretrained(folder)`` and
-reproduces the tokenizer of ``openai/whisper-small`` (and every other multilingual Whisper checkpoint
-before large-v3): 51865 tokens, i.e. the 50257 byte-level BPE tokens followed by ``<|endoftext|>``,
-``<|startoftranscript|>``, 99 language tokens, ``<|translate|>``, ``<|transcribe|>``, ``<|startoflm|>``,
-``<|startofprev|>``, ``<|nocaptions|>``, ``<|notimestamps|>`` and the 1501 timestamp tokens
-``<|0.00|>`` .. ``<|30.00|>``; ``model_max_length`` 448 and ``<|endoftext|>`` as the pad token.
+reproduces the tokenizer of a published checkpoint:
 
-Where it comes from: the BPE ranks are OpenAI's own ``whisper/assets/multilingual.tiktoken``, taken from
-the source distribution of the ``openai-whisper`` package on PyPI (version ``20250625``; the file's
-SHA-256 is checked). The ranks are turned into a byte-level BPE vocabulary and merge list by transformers'
-own ``transformers.convert_slow_tokenizer.TikTokenConverter.extract_vocab_merges_from_model`` (the
-Whisper-specific ``convert_openai_to_hf.py`` script is not shipped in the transformers wheel), handed to
-``transformers.WhisperTokenizer(vocab=..., merges=...)``, and the special and timestamp tokens are added
-in OpenAI's order, as ``convert_openai_to_hf.convert_tiktoken_to_hf`` does upstream. ``<|nocaptions|>`` is
-the name the Hugging Face checkpoints use for the token that openai-whisper now calls ``<|nospeech|>``.
+- ``--variant multilingual`` -> ``whisper_tokenizer/``: ``openai/whisper-small`` (and every multilingual
+  checkpoint before large-v3): 51865 tokens, 99 languages, the ``multilingual.tiktoken`` ranks;
+- ``--variant english`` -> ``whisper_tokenizer_en/``: ``openai/whisper-small.en`` (every ``.en`` checkpoint
+  and the English-only distil-whisper ones): 51864 tokens, the ``gpt2.tiktoken`` ranks;
+- ``--variant v3`` -> ``whisper_tokenizer_v3/``: ``openai/whisper-large-v3`` (and large-v3-turbo): 51866
+  tokens, 100 languages (``<|yue|>`` added), the ``multilingual.tiktoken`` ranks.
 
-Regenerate it (downloads the sdist with pip, rewrites the output folder, then verifies it)::
+Every layout is the byte-level BPE tokens (50257 multilingual, 50256 gpt2) followed by ``<|endoftext|>``,
+``<|startoftranscript|>``, the language tokens, ``<|translate|>``, ``<|transcribe|>``, ``<|startoflm|>``,
+``<|startofprev|>``, the no-speech token, ``<|notimestamps|>`` and the 1501 timestamp tokens ``<|0.00|>`` ..
+``<|30.00|>``; ``model_max_length`` 448 and ``<|endoftext|>`` as the pad token. The English-only layout keeps
+the 99 language tokens (openai-whisper's ``get_encoding("gpt2")`` adds them too, and ``openai/whisper-*.en``
+has them at 50258-50356); an English-only model is told apart by its size (51864 < 51865: the rule of
+transformers' ``convert_openai_to_hf.py``) and its generation config (``is_multilingual: false``), not by
+missing tokens. The no-speech token is ``<|nocaptions|>`` in the checkpoints converted before large-v3 and
+``<|nospeech|>`` (openai-whisper's current name) in large-v3's. The English folder also holds
+``normalizer.json``: openai-whisper's ``whisper/normalizers/english.json`` (the English spelling map of
+Whisper's English text normaliser), as the ``openai/whisper-*.en`` checkpoints ship it.
 
-    uv run python -m asrkit.assets.build_whisper_tokenizer
-    uv run python -m asrkit.assets.build_whisper_tokenizer --tiktoken path/to/multilingual.tiktoken
+Where it comes from: the BPE ranks are OpenAI's own ``whisper/assets/multilingual.tiktoken`` and
+``gpt2.tiktoken``, taken from the source distribution of the ``openai-whisper`` package on PyPI (version
+``20250625``; every file's SHA-256 is checked). The ranks are turned into a byte-level BPE vocabulary and
+merge list by transformers' own ``transformers.convert_slow_tokenizer.TikTokenConverter
+.extract_vocab_merges_from_model`` (the Whisper-specific ``convert_openai_to_hf.py`` script is not shipped in
+the transformers wheel), handed to ``transformers.WhisperTokenizer(vocab=..., merges=...)``, and the special
+and timestamp tokens are added in OpenAI's order, as ``convert_openai_to_hf.convert_tiktoken_to_hf`` does.
+
+Regenerate them (downloads the sdist with pip, rewrites the output folders, then verifies them)::
+
+    uv run python -m asrkit.assets.build_whisper_tokenizer                      # every variant
+    uv run python -m asrkit.assets.build_whisper_tokenizer --variant english    # one of them
+    uv run python -m asrkit.assets.build_whisper_tokenizer --sdist openai_whisper-20250625.tar.gz
 
 Verification (also run after every build, or alone with ``--verify-only``) checks the size and the ids of
-the special tokens against ``openai/whisper-small``, the Whisper prefix tokens, encode/decode round
-trips, and that the ids equal those of ``tiktoken`` run on the raw asset (for every vocabulary token
-that is valid UTF-8 on its own, for English, Hindi and mixed text, and for a long mixed corpus).
-``tiktoken`` is not an asrkit dependency: when it is not importable the check re-runs itself under
-``uv run --with tiktoken`` (a throw-away overlay that does not touch ``pyproject.toml``). Nothing in
-asrkit needs pip, tiktoken or openai-whisper at run time.
+the special tokens against the published checkpoint, the Whisper prefix tokens, encode/decode round trips,
+and that the ids equal those of ``tiktoken`` run on the raw asset as openai-whisper's ``get_encoding`` sets
+it up (for every vocabulary token that is valid UTF-8 on its own, for English, Hindi and mixed text, and
+for a long mixed corpus). ``tiktoken`` is not an asrkit dependency: when it is not importable the check
+re-runs itself under ``uv run --with tiktoken`` (a throw-away overlay that does not touch
+``pyproject.toml``). Nothing in asrkit needs pip, tiktoken or openai-whisper at run time.
 
-The folder also loads with transformers 4.57 (``AutoTokenizer`` / ``WhisperTokenizerFast``); only 4.x's
+The folders also load with transformers 4.57 (``AutoTokenizer`` / ``WhisperTokenizerFast``); only 4.x's
 slow, pure-Python ``WhisperTokenizer`` would need ``vocab.json``/``merges.txt``, which transformers 5 no
 longer writes.
 """
@@ -47,8 +62,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -57,11 +72,13 @@ from transformers import AutoTokenizer, WhisperTokenizer
 from transformers.convert_slow_tokenizer import TikTokenConverter
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "whisper_tokenizer"
+ASSETS_DIR = Path(__file__).resolve().parent
 WHISPER_PACKAGE = "openai-whisper==20250625"
-ASSET_MEMBER_SUFFIX = "whisper/assets/multilingual.tiktoken"
-ASSET_SHA256 = "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126"
-# Files a rebuild may replace in --out (anything else there makes the build stop rather than delete it).
+NORMALIZER_MEMBER, NORMALIZER_SHA256 = (
+    "whisper/normalizers/english.json",
+    "6607f948be9824d2e1b2fa2223cd94c06c45afa4e05ea0e3d5e1f2bdffde2465",
+)
+# Files a rebuild may replace in an output folder (anything else there makes the build stop).
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -71,40 +88,13 @@ TOKENIZER_FILES = (
     "merges.txt",
     "normalizer.json",
 )
-
-NUM_LANGUAGES = 99  # multilingual checkpoints before large-v3 (large-v3 adds <|yue|>, 100)
 NUM_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|>
 TIME_PRECISION = 0.02
 MODEL_MAX_LENGTH = 448  # decoder context (max_target_positions) of every Whisper size
-CONTROL_TOKENS = (
-    "<|translate|>",
-    "<|transcribe|>",
-    "<|startoflm|>",
-    "<|startofprev|>",
-    "<|nocaptions|>",  # openai-whisper renamed it <|nospeech|>; HF checkpoints keep the old name
-    "<|notimestamps|>",
-)
 # Regex of openai-whisper's tiktoken encoding (whisper/tokenizer.py, get_encoding); only used to build the
 # reference tiktoken encoding in the verification. WhisperTokenizer's ByteLevel pre-tokenizer uses the
 # same GPT-2 pattern.
 WHISPER_PAT_STR = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-# Ids in openai/whisper-small's tokenizer.
-EXPECTED_LEN = 51865
-EXPECTED_IDS = {
-    "<|endoftext|>": 50257,
-    "<|startoftranscript|>": 50258,
-    "<|en|>": 50259,
-    "<|hi|>": 50276,
-    "<|translate|>": 50358,
-    "<|transcribe|>": 50359,
-    "<|startoflm|>": 50360,
-    "<|startofprev|>": 50361,
-    "<|nocaptions|>": 50362,
-    "<|notimestamps|>": 50363,
-    "<|0.00|>": 50364,
-    "<|30.00|>": 51864,
-}
 SAMPLE_TEXTS = (
     "प्राचीन भारत में पानी",
     "नमस्ते, आप कैसे हैं? मैं ठीक हूँ।",
@@ -114,6 +104,61 @@ SAMPLE_TEXTS = (
     "मेरा नाम John है and I live in दिल्ली since 2024 (१२३४).",
     "Ünïcödé, 中文字符, 日本語のテキスト, emoji 🎉👍🏽 and numbers 1234567890.",
 )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One published tokenizer layout and the ids its checkpoint uses."""
+
+    folder: str  # under asrkit/assets
+    tiktoken: str  # file under whisper/assets/ in the sdist
+    sha256: str  # of that file in openai-whisper 20250625
+    num_languages: int
+    no_speech: str  # the Hugging Face name of openai-whisper's <|nospeech|>
+    reference: str  # the checkpoint whose tokenizer this reproduces
+    size: int  # len(tokenizer) of that checkpoint
+    ids: dict[str, int] = field(default_factory=dict)  # its special-token ids
+    normalizer: bool = False  # ship whisper/normalizers/english.json as normalizer.json
+
+    @property
+    def multilingual(self) -> bool:
+        return self.size >= 51865  # transformers' convert_openai_to_hf.py: is_multilingual
+
+    def special_tokens(self) -> list[str]:
+        """Whisper's special tokens in id order (the timestamps, which follow them, are ordinary tokens)."""
+        languages = [f"<|{code}|>" for code in list(LANGUAGES)[: self.num_languages]]
+        controls = ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", self.no_speech]
+        return ["<|endoftext|>", "<|startoftranscript|>", *languages, *controls, "<|notimestamps|>"]
+
+
+VARIANTS = {
+    "multilingual": Variant(
+        "whisper_tokenizer", "multilingual.tiktoken",
+        "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126",
+        99, "<|nocaptions|>", "openai/whisper-small", 51865,
+        {"<|endoftext|>": 50257, "<|startoftranscript|>": 50258, "<|en|>": 50259, "<|hi|>": 50276,
+         "<|translate|>": 50358, "<|transcribe|>": 50359, "<|startoflm|>": 50360, "<|startofprev|>": 50361,
+         "<|nocaptions|>": 50362, "<|notimestamps|>": 50363, "<|0.00|>": 50364, "<|30.00|>": 51864},
+    ),
+    "english": Variant(
+        "whisper_tokenizer_en", "gpt2.tiktoken",
+        "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+        99, "<|nocaptions|>", "openai/whisper-small.en", 51864,
+        {"<|endoftext|>": 50256, "<|startoftranscript|>": 50257, "<|en|>": 50258, "<|hi|>": 50275,
+         "<|translate|>": 50357, "<|transcribe|>": 50358, "<|startoflm|>": 50359, "<|startofprev|>": 50360,
+         "<|nocaptions|>": 50361, "<|notimestamps|>": 50362, "<|0.00|>": 50363, "<|30.00|>": 51863},
+        normalizer=True,
+    ),
+    "v3": Variant(
+        "whisper_tokenizer_v3", "multilingual.tiktoken",
+        "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126",
+        100, "<|nospeech|>", "openai/whisper-large-v3", 51866,
+        {"<|endoftext|>": 50257, "<|startoftranscript|>": 50258, "<|en|>": 50259, "<|hi|>": 50276,
+         "<|yue|>": 50358, "<|translate|>": 50359, "<|transcribe|>": 50360, "<|startoflm|>": 50361,
+         "<|startofprev|>": 50362, "<|nospeech|>": 50363, "<|notimestamps|>": 50364, "<|0.00|>": 50365,
+         "<|30.00|>": 51865},
+    ),
+}  # fmt: skip
 
 
 class _LocalFileTikTokenConverter(TikTokenConverter):
@@ -139,12 +184,6 @@ def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
     return ranks
 
 
-def special_tokens() -> list[str]:
-    """Whisper's special tokens in id order (the timestamps, which follow them, are ordinary tokens)."""
-    languages = [f"<|{code}|>" for code in list(LANGUAGES)[:NUM_LANGUAGES]]
-    return ["<|endoftext|>", "<|startoftranscript|>", *languages, *CONTROL_TOKENS]
-
-
 def timestamp_tokens() -> list[str]:
     return [f"<|{i * TIME_PRECISION:.2f}|>" for i in range(NUM_TIMESTAMPS)]
 
@@ -168,11 +207,11 @@ def _pip_command() -> list[str]:
     uv = shutil.which("uv")
     if uv is not None:
         return [uv, "tool", "run", "pip"]
-    _fail("pip is needed to download openai-whisper (or pass --tiktoken PATH)")
+    _fail("pip is needed to download openai-whisper (or pass --sdist PATH)")
 
 
-def download_asset(workdir: Path) -> Path:
-    """``pip download`` the openai-whisper sdist into ``workdir`` and extract multilingual.tiktoken."""
+def download_sdist(workdir: Path) -> Path:
+    """``pip download`` the openai-whisper source distribution into ``workdir``."""
     cmd = [
         *_pip_command(),
         "download",
@@ -187,56 +226,45 @@ def download_asset(workdir: Path) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         _fail(f"pip download failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    archives = sorted(p for p in workdir.iterdir() if p.name.endswith((".tar.gz", ".zip", ".whl")))
-    _check(len(archives) == 1, f"expected one downloaded archive in {workdir}, found {archives}")
-    archive = archives[0]
-    target = workdir / "multilingual.tiktoken"
-    if archive.name.endswith(".tar.gz"):
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(ASSET_MEMBER_SUFFIX)]
-            _check(len(members) == 1, f"{ASSET_MEMBER_SUFFIX} not found (once) in {archive.name}")
-            source = tar.extractfile(members[0])
-            if source is None:
-                _fail(f"cannot read {members[0].name} from {archive.name}")
-            target.write_bytes(source.read())
-    else:
-        with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if n.endswith(ASSET_MEMBER_SUFFIX)]
-            _check(len(names) == 1, f"{ASSET_MEMBER_SUFFIX} not found (once) in {archive.name}")
-            target.write_bytes(zf.read(names[0]))
-    print(f"extracted {ASSET_MEMBER_SUFFIX} from {archive.name}")
+    archives = sorted(p for p in workdir.iterdir() if p.name.endswith(".tar.gz"))
+    _check(len(archives) == 1, f"expected one downloaded .tar.gz in {workdir}, found {archives}")
+    return archives[0]
+
+
+def extract(sdist: Path, member_suffix: str, sha256: str, workdir: Path) -> Path:
+    """The file of ``sdist`` whose path ends with ``member_suffix``, hash checked, written to ``workdir``."""
+    with tarfile.open(sdist) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(member_suffix)]
+        _check(len(members) == 1, f"{member_suffix} not found (once) in {sdist.name}")
+        source = tar.extractfile(members[0])
+        if source is None:
+            _fail(f"cannot read {members[0].name} from {sdist.name}")
+        data = source.read()
+    digest = hashlib.sha256(data).hexdigest()
+    _check(digest == sha256, f"{member_suffix} has SHA-256 {digest}, expected {sha256} ({WHISPER_PACKAGE})")
+    target = workdir / Path(member_suffix).name
+    target.write_bytes(data)
+    print(f"{member_suffix} from {sdist.name}: sha256 {digest} (ok)")
     return target
 
 
-def check_asset(path: Path) -> None:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    _check(
-        digest == ASSET_SHA256,
-        f"{path} has SHA-256 {digest}, expected {ASSET_SHA256} "
-        "(the multilingual.tiktoken of openai-whisper 20250625)",
+def build(variant: Variant, asset: Path, normalizer: Path | None, out: Path) -> None:
+    vocab, merges = _LocalFileTikTokenConverter(vocab_file=str(asset)).extract_vocab_merges_from_model(
+        str(asset)
     )
-    print(f"asset {path}: sha256 {digest} (ok)")
-
-
-def build(asset: Path, out: Path) -> None:
-    converter = _LocalFileTikTokenConverter(vocab_file=str(asset))
-    vocab, merges = converter.extract_vocab_merges_from_model(str(asset))
     print(
-        "TikTokenConverter.extract_vocab_merges_from_model: "
-        f"{len(vocab)} vocabulary entries, {len(merges)} merges"
+        f"TikTokenConverter.extract_vocab_merges_from_model: {len(vocab)} vocabulary entries, "
+        f"{len(merges)} merges"
     )
-    _check(len(vocab) == 50257, f"expected 50257 BPE tokens, got {len(vocab)}")
+    base = variant.ids["<|endoftext|>"]
+    _check(len(vocab) == base, f"expected {base} BPE tokens, got {len(vocab)}")
 
-    tokenizer = WhisperTokenizer(
-        vocab=vocab,
-        merges=merges,
-        model_max_length=MODEL_MAX_LENGTH,
-        pad_token="<|endoftext|>",
-    )
-    # unk/bos/eos/pad are all <|endoftext|>, which the constructor appended as id 50257. The rest follow in
-    # OpenAI's order: special tokens (never split, dropped by skip_special_tokens), then the timestamps as
-    # ordinary added tokens, exactly as in openai/whisper-small.
-    tokenizer.add_special_tokens({"extra_special_tokens": special_tokens()})
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH,
+                                 pad_token="<|endoftext|>")  # fmt: skip
+    # unk/bos/eos/pad are all <|endoftext|>, which the constructor appended after the BPE tokens. The rest
+    # follow in OpenAI's order: special tokens (never split, dropped by skip_special_tokens), then the
+    # timestamps as ordinary added tokens, exactly as in the published checkpoints.
+    tokenizer.add_special_tokens({"extra_special_tokens": variant.special_tokens()})
     tokenizer.add_tokens(timestamp_tokens(), special_tokens=False)
 
     if out.exists():
@@ -259,49 +287,47 @@ def build(asset: Path, out: Path) -> None:
     config_path.write_text(
         json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    print("saved:", ", ".join(sorted(Path(p).name for p in saved)))
+    if normalizer is not None:  # the file as openai-whisper ships it; WhisperTokenizer reads it by this name
+        shutil.copyfile(normalizer, out / "normalizer.json")
+        saved = (*saved, str(out / "normalizer.json"))
+    print("saved:", ", ".join(sorted({Path(p).name for p in saved if Path(p).is_file()})))
 
 
-def verify(out: Path) -> None:
-    """Check the saved folder against openai/whisper-small's tokenizer; exits with an error on a mismatch."""
+def verify(variant: Variant, out: Path, normalizer: Path | None) -> None:
+    """Check the saved folder against the published tokenizer; exits with an error on a mismatch."""
     tokenizer = WhisperTokenizer.from_pretrained(str(out))
     auto = AutoTokenizer.from_pretrained(str(out))
     _check(
         type(auto) is WhisperTokenizer, f"AutoTokenizer loaded {type(auto).__name__}, not WhisperTokenizer"
     )
-
-    _check(len(tokenizer) == EXPECTED_LEN, f"len(tokenizer) = {len(tokenizer)}, expected {EXPECTED_LEN}")
-    _check(len(auto) == EXPECTED_LEN, f"len(AutoTokenizer) = {len(auto)}, expected {EXPECTED_LEN}")
-    for token, expected in EXPECTED_IDS.items():
+    _check(len(tokenizer) == variant.size, f"len(tokenizer) = {len(tokenizer)}, expected {variant.size}")
+    _check(len(auto) == variant.size, f"len(AutoTokenizer) = {len(auto)}, expected {variant.size}")
+    for token, expected in variant.ids.items():
         got = tokenizer.convert_tokens_to_ids(token)
-        _check(got == expected, f"{token} has id {got}, expected {expected}")
+        _check(got == expected, f"{token} has id {got}, expected {expected} (as in {variant.reference})")
         _check(auto.convert_tokens_to_ids(token) == expected, f"AutoTokenizer: {token} is not {expected}")
-    specials = special_tokens()
-    timestamps = timestamp_tokens()
-    expected_order = specials + timestamps
-    got_order = tokenizer.convert_ids_to_tokens(list(range(50257, EXPECTED_LEN)))
+    eot = variant.ids["<|endoftext|>"]
+    specials, timestamps = variant.special_tokens(), timestamp_tokens()
+    got_order = tokenizer.convert_ids_to_tokens(list(range(eot, variant.size)))
     _check(
-        got_order == expected_order, "added tokens 50257..51864 are not Whisper's tokens in OpenAI's order"
+        got_order == specials + timestamps, f"added tokens {eot}.. are not Whisper's tokens in OpenAI's order"
     )
+    _check(set(specials) <= set(tokenizer.all_special_tokens), "some Whisper special tokens are not special")
     _check(
-        set(specials) <= set(tokenizer.all_special_tokens),
-        "some Whisper special tokens are not registered as special tokens",
-    )
-    _check(
-        not set(timestamps) & set(tokenizer.all_special_tokens),
-        "timestamp tokens must be ordinary added tokens",
+        not set(timestamps) & set(tokenizer.all_special_tokens), "timestamp tokens must be ordinary tokens"
     )
     _check(tokenizer.model_max_length == MODEL_MAX_LENGTH, f"model_max_length {tokenizer.model_max_length}")
     for name in ("pad", "eos", "bos", "unk"):
         token = getattr(tokenizer, f"{name}_token")
         _check(token == "<|endoftext|>", f"{name}_token is {token!r}, expected <|endoftext|>")
-    _check(tokenizer.pad_token_id == 50257, f"pad_token_id is {tokenizer.pad_token_id}")
-    print(
-        f"size {len(tokenizer)}, special ids {EXPECTED_IDS}, "
-        f"{len(specials)} special + {len(timestamps)} timestamp tokens in order, "
-        f"model_max_length {tokenizer.model_max_length}, "
-        f"pad {tokenizer.pad_token}={tokenizer.pad_token_id} (ok)"
+    _check(tokenizer.pad_token_id == eot, f"pad_token_id is {tokenizer.pad_token_id}")
+    spelling = json.loads(normalizer.read_text(encoding="utf-8")) if normalizer else None
+    _check(
+        tokenizer.english_spelling_normalizer == spelling, "normalizer.json is not the sdist's english.json"
     )
+    print(f"{variant.reference}: size {len(tokenizer)}, special ids {variant.ids}, {len(specials)} special + "
+          f"{len(timestamps)} timestamp tokens in order, pad {tokenizer.pad_token}={tokenizer.pad_token_id}, "
+          f"English spelling map {'shipped' if spelling else 'absent'} (ok)")  # fmt: skip
 
     for text in SAMPLE_TEXTS:
         ids = tokenizer.encode(text, add_special_tokens=False)
@@ -310,25 +336,30 @@ def verify(out: Path) -> None:
         _check(decoded == text, f"round trip changed {text!r} into {decoded!r}")
     print(f"decode(encode(x)) == x for {len(SAMPLE_TEXTS)} English/Hindi/mixed samples (ok)")
 
-    tokenizer.set_prefix_tokens(language="hindi", task="transcribe", predict_timestamps=False)
-    ids = tokenizer("नमस्ते").input_ids
+    # Labels as WhisperModule writes them: <|hi|><|transcribe|> for a multilingual model, nothing for English
+    ids_of = variant.ids
+    text, language = ("नमस्ते", "hindi") if variant.multilingual else ("hello", None)
+    tokenizer.set_prefix_tokens(
+        language=language, task="transcribe" if language else None, predict_timestamps=False
+    )
+    prompt = [ids_of["<|startoftranscript|>"]]
+    prompt += [ids_of["<|hi|>"], ids_of["<|transcribe|>"]] if language else []
+    ids = tokenizer(text).input_ids
+    body = ids[len(prompt) + 1 : -1]
     _check(
-        ids[:4] == [50258, 50276, 50359, 50363] and ids[-1] == 50257,
-        f"Hindi/transcribe/notimestamps labels are {ids}",
-    )
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    _check(text == "नमस्ते", f"decode(skip_special_tokens=True) gave {text!r}")
-    with_time = tokenizer.decode(
-        [50258, 50276, 50359, 50364, *ids[4:-1], 50414, 50257], decode_with_timestamps=True
+        ids[: len(prompt) + 1] == [*prompt, ids_of["<|notimestamps|>"]] and ids[-1] == eot, f"labels {ids}"
     )
     _check(
-        with_time == "<|startoftranscript|><|hi|><|transcribe|><|0.00|>नमस्ते<|1.00|><|endoftext|>",
-        f"decode_with_timestamps gave {with_time!r}",
+        tokenizer.decode(ids, skip_special_tokens=True) == text, "decode(skip_special_tokens=True) differs"
     )
-    print(f"set_prefix_tokens(hindi, transcribe, no timestamps): tokenizer('नमस्ते').input_ids = {ids} (ok)")
+    zero = ids_of["<|0.00|>"]
+    with_time = tokenizer.decode([*prompt, zero, *body, zero + 50, eot], decode_with_timestamps=True)
+    expected = "".join(tokenizer.convert_ids_to_tokens(prompt)) + f"<|0.00|>{text}<|1.00|><|endoftext|>"
+    _check(with_time == expected, f"decode_with_timestamps gave {with_time!r}")
+    print(f"prefix {tokenizer.convert_ids_to_tokens(prompt)} + <|notimestamps|>: {text!r} -> {ids} (ok)")
 
 
-def verify_against_tiktoken(out: Path, asset: Path) -> None:
+def verify_against_tiktoken(variant: Variant, out: Path, asset: Path) -> None:
     """Compare with OpenAI's tokenizer: tiktoken on the raw asset, set up as openai-whisper's get_encoding.
 
     The special tokens are matched by id; the plain-text ids must be identical.
@@ -340,20 +371,18 @@ def verify_against_tiktoken(out: Path, asset: Path) -> None:
     _check(
         ranks == read_tiktoken_ranks(asset), "tiktoken reads different ranks from the asset than the build"
     )
-    openai_specials = [
-        t.replace("<|nocaptions|>", "<|nospeech|>") for t in special_tokens() + timestamp_tokens()
-    ]
+    hf_names = variant.special_tokens() + timestamp_tokens()
+    openai_names = [name.replace(variant.no_speech, "<|nospeech|>") for name in hf_names]
     encoding = tiktoken.Encoding(
-        name="multilingual",
-        explicit_n_vocab=len(ranks) + len(openai_specials),
+        name=asset.stem,
+        explicit_n_vocab=len(ranks) + len(openai_names),
         pat_str=WHISPER_PAT_STR,
         mergeable_ranks=ranks,
-        special_tokens={token: len(ranks) + i for i, token in enumerate(openai_specials)},
+        special_tokens={token: len(ranks) + i for i, token in enumerate(openai_names)},
     )
     tokenizer = WhisperTokenizer.from_pretrained(str(out))
-
-    for token, token_id in encoding._special_tokens.items():
-        hf_token = "<|nocaptions|>" if token == "<|nospeech|>" else token
+    for hf_token, token in zip(hf_names, openai_names, strict=True):
+        token_id = encoding._special_tokens[token]
         _check(
             tokenizer.convert_tokens_to_ids(hf_token) == token_id, f"{hf_token} is not tiktoken's {token_id}"
         )
@@ -363,8 +392,6 @@ def verify_against_tiktoken(out: Path, asset: Path) -> None:
         got = tokenizer.encode(text, add_special_tokens=False)
         _check(got == expected, f"{text!r}: HF ids {got} != tiktoken ids {expected}")
         print(f"  {text!r}: {len(got)} tokens, identical")
-    hindi = tokenizer.encode(SAMPLE_TEXTS[0], add_special_tokens=False)
-    print(f"  e.g. {SAMPLE_TEXTS[0]!r} -> {hindi}")
 
     # Every BPE token that is valid UTF-8 on its own, encoded as a text: exercises all merges.
     texts = []
@@ -390,15 +417,15 @@ def verify_against_tiktoken(out: Path, asset: Path) -> None:
         "the long corpus is tokenized differently from tiktoken",
     )
     print(
-        f"tiktoken {tiktoken.__version__} on the raw asset: same ranks, same ids for all "
+        f"tiktoken {tiktoken.__version__} on {asset.name}: same ranks, same ids for all "
         f"{len(encoding._special_tokens)} special/timestamp tokens, {len(SAMPLE_TEXTS)} samples, "
         f"{len(texts)} vocabulary strings and a {len(corpus)}-character corpus (ok)"
     )
 
 
-def run_tiktoken_check(out: Path, asset: Path, require: bool) -> None:
+def run_tiktoken_check(name: str, out: Path, sdist: Path, asset: Path, require: bool) -> None:
     if importlib.util.find_spec("tiktoken") is not None:
-        verify_against_tiktoken(out, asset)
+        verify_against_tiktoken(VARIANTS[name], out, asset)
         return
     if require:
         _fail("tiktoken is not importable")
@@ -408,8 +435,8 @@ def run_tiktoken_check(out: Path, asset: Path, require: bool) -> None:
     repo_root = Path(__file__).resolve().parents[2]
     cmd = [
         *(uv, "run", "--with", "tiktoken", "python", "-m", "asrkit.assets.build_whisper_tokenizer"),
-        *("--verify-only", "--require-tiktoken"),
-        *("--tiktoken", str(asset.resolve()), "--out", str(out.resolve())),
+        *("--verify-only", "--require-tiktoken", "--variant", name),
+        *("--sdist", str(sdist.resolve()), "--out", str(out.resolve())),
     ]
     print("tiktoken is not installed here; re-running the verification with:\n$", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, cwd=repo_root if (repo_root / "pyproject.toml").is_file() else None)
@@ -418,34 +445,41 @@ def run_tiktoken_check(out: Path, asset: Path, require: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiktoken", type=Path, help="local multilingual.tiktoken (default: pip download)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), action="append",
+                        help="tokenizer to build (repeatable; default: all of them)")  # fmt: skip
+    parser.add_argument("--sdist", type=Path, help="local openai-whisper sdist (default: pip download)")
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
+        "--out", type=Path, help="output folder, with one --variant (default: asrkit/assets/<folder>)"
     )
-    parser.add_argument("--verify-only", action="store_true", help="only verify an existing --out folder")
+    parser.add_argument("--verify-only", action="store_true", help="only verify the existing output folders")
     parser.add_argument(
         "--skip-tiktoken-check", action="store_true", help="skip the comparison with tiktoken"
     )
     parser.add_argument("--require-tiktoken", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    names = args.variant or list(VARIANTS)
+    if args.out is not None and len(names) != 1:
+        parser.error("--out needs exactly one --variant")
 
     with tempfile.TemporaryDirectory(prefix="whisper_tokenizer_") as tmp:
-        need_asset = not args.verify_only or not args.skip_tiktoken_check
-        asset: Path | None = args.tiktoken
-        if asset is None and need_asset:
-            asset = download_asset(Path(tmp))
-        if asset is not None:
-            check_asset(asset)
-        if not args.verify_only:
-            assert asset is not None
-            build(asset, args.out)
-        verify(args.out)
-        if not args.skip_tiktoken_check:
-            assert asset is not None
-            run_tiktoken_check(args.out, asset, require=args.require_tiktoken)
-    if not args.verify_only:
-        for path in sorted(args.out.iterdir()):
-            print(f"{path}: {path.stat().st_size} bytes")
+        sdist = args.sdist or download_sdist(Path(tmp))
+        for name in names:
+            variant = VARIANTS[name]
+            out = args.out or ASSETS_DIR / variant.folder
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            asset = extract(sdist, f"whisper/assets/{variant.tiktoken}", variant.sha256, workdir)
+            normalizer = (
+                extract(sdist, NORMALIZER_MEMBER, NORMALIZER_SHA256, workdir) if variant.normalizer else None
+            )
+            if not args.verify_only:
+                build(variant, asset, normalizer, out)
+            verify(variant, out, normalizer)
+            if not args.skip_tiktoken_check:
+                run_tiktoken_check(name, out, sdist, asset, require=args.require_tiktoken)
+            if not args.verify_only:
+                for path in sorted(out.iterdir()):
+                    print(f"{path}: {path.stat().st_size} bytes")
     print("all checks passed")
 
 

@@ -41,11 +41,35 @@ def _common_fields(examples: list[dict[str, Any]], num_skipped: int, sampling_ra
     }
 
 
+def whisper_inputs(extractor: WhisperFeatureExtractor, audios: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Whisper's inputs for a batch: every utterance in the model's window, and the longer ones whole.
+
+    ``input_features`` are the log-mel features of every utterance padded or cut to the window (what
+    training and short-form decoding use). Utterances longer than the window also go, uncut, into
+    ``long_form``: ``rows`` (their positions in the batch), ``input_features`` padded to the longest of
+    them and ``attention_mask`` (its frames), the inputs of transformers' long-form sequential decoding.
+    """
+    rate = extractor.sampling_rate
+    batch = {"input_features": extractor(audios, sampling_rate=rate, return_tensors="pt").input_features}
+    rows = [row for row, audio in enumerate(audios) if len(audio) > extractor.n_samples]
+    if rows:
+        whole = extractor(
+            [audios[row] for row in rows], sampling_rate=rate, return_tensors="pt",
+            truncation=False, padding="longest", return_attention_mask=True,
+        )  # fmt: skip
+        batch["long_form"] = {"rows": rows, "input_features": whole.input_features,
+                              "attention_mask": whole.attention_mask}  # fmt: skip
+    return batch
+
+
 class WhisperCollator:
     """Log-mel features over the model's fixed window, and labels that start after ``<|startoftranscript|>``.
 
-    Labels are ``<|lang|><|task|><|notimestamps|> text <|endoftext|>``: the model prepends the
-    decoder start token itself when it shifts labels into decoder inputs.
+    Labels are ``<|lang|><|task|><|notimestamps|> text <|endoftext|>`` (``<|notimestamps|> text
+    <|endoftext|>`` for an English-only model): the model prepends the decoder start token itself when it
+    shifts labels into decoder inputs. Training uses ``input_features`` (training data is never longer than
+    the window); evaluation also finds the utterances longer than the window, whole, under ``long_form``
+    (:func:`whisper_inputs`).
     """
 
     def __init__(
@@ -58,7 +82,7 @@ class WhisperCollator:
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
         self.max_label_length = max_label_length  # longer training labels are dropped by the datamodule
-        self.max_input_seconds = max_input_seconds  # the model's input window; longer audio is dropped
+        self.max_input_seconds = max_input_seconds  # the model's window; longer training audio is dropped
         self.start_token_id = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
 
     @property
@@ -74,11 +98,8 @@ class WhisperCollator:
         kept = [example for example in examples if example is not None]
         if not kept:
             return None
-        features = self.feature_extractor(
-            [example["audio"] for example in kept], sampling_rate=self.sampling_rate, return_tensors="pt"
-        )
         batch = _common_fields(kept, len(examples) - len(kept), self.sampling_rate)
-        batch["input_features"] = features.input_features
+        batch |= whisper_inputs(self.feature_extractor, [example["audio"] for example in kept])
         batch["labels"] = pad_labels(self.encode_text([example["text"] for example in kept]))
         return batch
 

@@ -4,10 +4,18 @@
 ``save_pretrained`` (an asrkit export included). With ``name_or_path: null`` the model is
 initialised at random from ``random_init`` (``WhisperConfig`` arguments) and ``tokenizer``:
 that is how the demo and the tests get a tiny Whisper that runs the same code as whisper-small.
+
+English-only checkpoints (``openai/whisper-*.en``, distil-whisper ``.en``; told apart by
+``generation_config.is_multilingual: false``, or for random init by an English-only tokenizer of fewer than
+51865 tokens, transformers' own rule) have no language or task prompt: their labels start
+``<|startoftranscript|><|notimestamps|>`` and ``generate()`` gets no ``language``/``task``. Evaluation
+transcribes utterances longer than the input window by transformers' long-form sequential decoding
+(:func:`generate_texts`).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +36,27 @@ from asrkit.data.batching import WhisperCollator
 from asrkit.models import steps
 
 ENCODER_POSITIONS_PER_SECOND = 50  # 100 log-mel frames per second, halved by the stride-2 conv
+MULTILINGUAL_VOCAB_SIZE = 51865  # smaller vocabularies are English-only (transformers' convert_openai_to_hf)
 
 
-def _generation_config(tokenizer: WhisperTokenizer, max_length: int) -> GenerationConfig:
-    """What ``generate(language=..., task=...)`` needs to know, for a randomly initialised model."""
+def _generation_config(tokenizer: WhisperTokenizer, max_length: int, multilingual: bool) -> GenerationConfig:
+    """What ``generate()`` needs to know, for a randomly initialised model; an English-only one, like the
+    ``.en`` checkpoints, has no ``lang_to_id``/``task_to_id`` and ``is_multilingual: false``."""
     token_id = tokenizer.convert_tokens_to_ids
+    prompts = {"is_multilingual": multilingual}
+    if multilingual:
+        prompts["lang_to_id"] = {f"<|{code}|>": token_id(f"<|{code}|>") for code in LANGUAGES}
+        prompts["task_to_id"] = {
+            "transcribe": token_id("<|transcribe|>"),
+            "translate": token_id("<|translate|>"),
+        }
     return GenerationConfig(
         decoder_start_token_id=token_id("<|startoftranscript|>"),
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         max_length=max_length,
-        is_multilingual=True,
-        lang_to_id={f"<|{code}|>": token_id(f"<|{code}|>") for code in LANGUAGES},
-        task_to_id={"transcribe": token_id("<|transcribe|>"), "translate": token_id("<|translate|>")},
+        **prompts,
         no_timestamps_token_id=token_id("<|notimestamps|>"),
         prev_sot_token_id=token_id("<|startofprev|>"),
         begin_suppress_tokens=[token_id("Ġ"), tokenizer.eos_token_id],
@@ -49,7 +64,70 @@ def _generation_config(tokenizer: WhisperTokenizer, max_length: int) -> Generati
     )
 
 
+def is_english_only(model: WhisperForConditionalGeneration) -> bool:
+    """An English-only checkpoint: its generation config says so, or (older configs) its vocabulary does."""
+    multilingual = getattr(model.generation_config, "is_multilingual", None)
+    if multilingual is None:
+        return model.config.vocab_size < MULTILINGUAL_VOCAB_SIZE
+    return not multilingual
+
+
+def _timestamps_beyond_window(model: WhisperForConditionalGeneration) -> list[int]:
+    """Timestamp tokens past the model's input window: none for the 30 s checkpoints (1500 encoder positions,
+    one 20 ms timestamp each), the most of them for a small window such as the demo model's 3 s, where
+    long-form decoding would otherwise seek past audio on a timestamp the window cannot hold."""
+    no_timestamps = getattr(model.generation_config, "no_timestamps_token_id", None)
+    if no_timestamps is None:  # an outdated generation config: generate() itself says what is missing
+        return []
+    first = no_timestamps + 1  # <|0.00|>
+    return list(range(first + model.config.max_source_positions + 1, model.config.vocab_size))
+
+
+@torch.no_grad()
+def generate_texts(
+    model: WhisperForConditionalGeneration,
+    tokenizer: WhisperTokenizer,
+    input_features: torch.Tensor,
+    long_form: dict[str, Any] | None = None,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Texts of a batch of Whisper inputs (:func:`asrkit.data.batching.whisper_inputs`).
+
+    Utterances within the input window are decoded as one short-form ``generate()`` call on
+    ``input_features``; the rows of ``long_form`` (longer utterances, whole) by transformers' long-form
+    sequential decoding: full-length features with their attention mask and ``return_timestamps=True``,
+    the window moving on by the timestamps the model predicts, as transformers documents it (timestamps
+    past the window are suppressed: see _timestamps_beyond_window).
+    """
+    long_rows = list(long_form["rows"]) if long_form else []
+    short_rows = [row for row in range(len(input_features)) if row not in long_rows]
+    texts = [""] * len(input_features)
+    if short_rows:
+        features = input_features if not long_rows else input_features[short_rows]
+        generated = model.generate(input_features=features, **generate_kwargs)
+        for row, text in zip(
+            short_rows, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True
+        ):
+            texts[row] = text
+    if long_rows:
+        assert long_form is not None
+        beyond = _timestamps_beyond_window(model)
+        if beyond:
+            suppress = [*(model.generation_config.suppress_tokens or []), *beyond]
+            generate_kwargs = generate_kwargs | {"suppress_tokens": suppress}
+        generated = model.generate(
+            input_features=long_form["input_features"], attention_mask=long_form["attention_mask"],
+            return_timestamps=True, **generate_kwargs,
+        )  # fmt: skip
+        for row, text in zip(
+            long_rows, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True
+        ):
+            texts[row] = text
+    return texts
+
+
 def _random_whisper(tokenizer: WhisperTokenizer, settings: dict[str, Any], attn: str):
+    multilingual = len(tokenizer) >= MULTILINGUAL_VOCAB_SIZE
     token_id = tokenizer.convert_tokens_to_ids
     config = WhisperConfig(
         vocab_size=len(tokenizer),
@@ -60,7 +138,7 @@ def _random_whisper(tokenizer: WhisperTokenizer, settings: dict[str, Any], attn:
         **settings,
     )
     model = WhisperForConditionalGeneration._from_config(config, attn_implementation=attn)
-    model.generation_config = _generation_config(tokenizer, config.max_target_positions)
+    model.generation_config = _generation_config(tokenizer, config.max_target_positions, multilingual)
     return model
 
 
@@ -89,7 +167,6 @@ class WhisperModule(L.LightningModule):
         if source is None:
             raise ValueError("model.tokenizer is required when model.name_or_path is null (random init)")
         self.tokenizer = WhisperTokenizer.from_pretrained(source)
-        self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
         if name_or_path is None:
             if not random_init:
                 raise ValueError(
@@ -105,6 +182,19 @@ class WhisperModule(L.LightningModule):
                 name_or_path, attn_implementation=attn_implementation
             )
             self.feature_extractor = WhisperFeatureExtractor.from_pretrained(name_or_path)
+        self.english_only = is_english_only(self.model)
+        if self.english_only:
+            if language != "en" or task != "transcribe":
+                key = f"lang={language} (model.language)" if language != "en" else f"model.task={task}"
+                raise ValueError(
+                    f"{key}: {name_or_path or source} is an English-only Whisper, which only transcribes "
+                    "English: set lang=en and model.task=transcribe, or use a multilingual checkpoint"
+                )
+            # no <|lang|><|task|> prompt (set_prefix_tokens keeps a language it is not told to drop)
+            self.tokenizer.language = self.tokenizer.task = None
+            self.tokenizer.set_prefix_tokens(language=None, task=None, predict_timestamps=False)
+        else:
+            self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
         self.model.config.use_cache = False  # training; generate() turns the cache on itself
         if freeze_encoder:
             self.model.freeze_encoder()
@@ -133,23 +223,25 @@ class WhisperModule(L.LightningModule):
         return loss
 
     # evaluation -------------------------------------------------------------------------------
+    def generate_kwargs(self) -> dict[str, Any]:
+        """``generate()`` settings of evaluation (and of the export's generation config)."""
+        prompt = {} if self.english_only else {"language": self.hparams.language, "task": self.hparams.task}
+        # Whisper's generate() adds the prompt length to max_length, so this bounds the new tokens
+        # (max_new_tokens would do the same, with a warning on every call)
+        return prompt | {
+            "max_length": self.hparams.generation_max_length,
+            "num_beams": self.hparams.num_beams,
+        }
+
     @torch.no_grad()
-    def transcribe(self, input_features: torch.Tensor) -> list[str]:
-        generated = self.model.generate(
-            input_features=input_features,
-            language=self.hparams.language,
-            task=self.hparams.task,
-            # Whisper's generate() adds the prompt length to max_length, so this bounds the new tokens
-            # (max_new_tokens would do the same, with a warning on every call)
-            max_length=self.hparams.generation_max_length,
-            num_beams=self.hparams.num_beams,
-        )
-        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+    def transcribe(self, input_features: torch.Tensor, long_form: dict[str, Any] | None = None) -> list[str]:
+        """Texts of a batch: ``input_features`` in the window, ``long_form`` rows whole (generate_texts)."""
+        return generate_texts(self.model, self.tokenizer, input_features, long_form, **self.generate_kwargs())
 
     def _eval_step(self, batch: dict[str, Any] | None) -> None:
         if batch is None:
             return
-        hypotheses = self.transcribe(batch["input_features"])
+        hypotheses = self.transcribe(batch["input_features"], batch.get("long_form"))
         self._predictions.extend(zip(batch["indices"], batch["references"], hypotheses, strict=True))
 
     def _eval_epoch_end(self, stage: str) -> None:
@@ -182,11 +274,21 @@ class WhisperModule(L.LightningModule):
 
     # export -----------------------------------------------------------------------------------
     def export(self, directory: str | Path) -> None:
-        """``save_pretrained`` of model, processor and generation config (language/task preset)."""
-        self.model.generation_config.language = self.hparams.language
-        self.model.generation_config.task = self.hparams.task
-        self.model.generation_config.forced_decoder_ids = None
+        """``save_pretrained`` of model, processor and a generation config that decodes as evaluation did.
+
+        The generation config carries evaluation's ``max_length`` and ``num_beams`` and, for a multilingual
+        model, its language and task (an English-only one has none), so that ``transformers.pipeline`` on the
+        export transcribes as training's test did.
+        """
+        own = self.model.generation_config
+        self.model.generation_config = copy.deepcopy(own)  # the module keeps its own settings
+        exported = {"language": None, "task": None, "forced_decoder_ids": None} | self.generate_kwargs()
+        for key, value in exported.items():  # setattr: update() skips keys a GenerationConfig lacks
+            setattr(self.model.generation_config, key, value)
         self.model.config.use_cache = True
-        self.model.save_pretrained(directory)
-        WhisperProcessor(self.feature_extractor, self.tokenizer).save_pretrained(directory)
-        self.model.config.use_cache = False
+        try:
+            self.model.save_pretrained(directory)
+            WhisperProcessor(self.feature_extractor, self.tokenizer).save_pretrained(directory)
+        finally:
+            self.model.config.use_cache = False
+            self.model.generation_config = own
