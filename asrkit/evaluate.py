@@ -33,6 +33,8 @@ from transformers.models.auto.modeling_auto import (
 
 from asrkit import metrics
 from asrkit.config import CONFIG_DIR, register_resolvers
+from asrkit.data.batching import pad_waveforms
+from asrkit.models.ctc import greedy_transcribe
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,18 @@ RUN_CONFIGS = (".hydra/config.yaml", "tensorboard/hparams.yaml")  # where a run 
 
 
 class FeatureCollator:
-    """Decoded examples in, model inputs out (in DataLoader workers), plus what evaluation keeps."""
+    """Decoded examples in, model inputs out (in DataLoader workers), plus what evaluation keeps.
 
-    def __init__(self, feature_extractor: Any, max_input_seconds: float | None) -> None:
+    With ``waveforms`` (CTC models of the wav2vec2 family) the inputs are made as training makes them
+    (:func:`asrkit.data.batching.pad_waveforms`): each waveform normalised over its own samples, then padded.
+    """
+
+    def __init__(
+        self, feature_extractor: Any, max_input_seconds: float | None, waveforms: bool = False
+    ) -> None:
         self.feature_extractor = feature_extractor
         self.max_input_seconds = max_input_seconds  # longer utterances are dropped by the datamodule
+        self.waveforms = waveforms
         # Whisper pads every input to its fixed window itself; the others pad to the longest in the batch
         self.padding = {} if max_input_seconds else {"padding": True}
 
@@ -63,7 +72,14 @@ class FeatureCollator:
             "lengths": [len(example["audio"]) for example in kept],  # samples, before padding
             "inputs": {},
         }
-        if kept:
+        if kept and self.waveforms:
+            padded = pad_waveforms(
+                [example["audio"] for example in kept],
+                normalize=self.feature_extractor.do_normalize,
+                return_attention_mask=self.feature_extractor.return_attention_mask,
+            )
+            batch["inputs"] = {k: padded[k] for k in ("input_values", "attention_mask") if k in padded}
+        elif kept:
             features = self.feature_extractor(
                 [example["audio"] for example in kept], sampling_rate=self.sampling_rate,
                 return_tensors="pt", **self.padding,
@@ -110,6 +126,11 @@ class Recognizer:
         )
         self.dtype = DTYPES[dtype]
         self.model = model_class.from_pretrained(checkpoint, dtype=self.dtype).to(self.device).eval()
+        if self.kind == "ctc" and self.model.main_input_name != "input_values":
+            raise ValueError(
+                f"checkpoint={checkpoint}: {type(self.model).__name__} does not take raw waveforms; asrkit "
+                "evaluates the CTC models of the wav2vec2 family (wav2vec2, HuBERT, WavLM, ...)"
+            )
         self.processor = AutoProcessor.from_pretrained(checkpoint)
         self.whisper = config.model_type == "whisper"
         self.generate_kwargs: dict[str, Any] = {"num_beams": num_beams}
@@ -130,7 +151,8 @@ class Recognizer:
         return float(self.processor.feature_extractor.chunk_length) if self.whisper else None
 
     def collator(self) -> FeatureCollator:
-        return FeatureCollator(self.processor.feature_extractor, self.max_input_seconds)
+        extractor = self.processor.feature_extractor
+        return FeatureCollator(extractor, self.max_input_seconds, waveforms=self.kind == "ctc")
 
     @torch.no_grad()
     def __call__(self, inputs: dict[str, torch.Tensor], lengths: list[int]) -> list[str]:
@@ -141,10 +163,11 @@ class Recognizer:
             key: value.to(self.device, self.dtype if value.is_floating_point() else value.dtype)
             for key, value in inputs.items()
         }
-        if self.kind == "ctc":  # greedy; frames computed from padding are cut off, as in training
-            best = self.model(**inputs).logits.argmax(dim=-1).cpu()
-            frames = self.model._get_feat_extract_output_lengths(torch.tensor(lengths)).tolist()
-            return self.processor.batch_decode([row[:n] for row, n in zip(best, frames, strict=True)])
+        if self.kind == "ctc":  # greedy, each utterance as it decodes alone, as in training
+            return greedy_transcribe(
+                self.model, self.processor.tokenizer, inputs["input_values"], torch.tensor(lengths),
+                inputs.get("attention_mask"),
+            )  # fmt: skip
         generated = self.model.generate(**inputs, **self.generate_kwargs)
         return self.processor.batch_decode(generated, skip_special_tokens=True)
 
