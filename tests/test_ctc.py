@@ -31,6 +31,7 @@ from asrkit.data.batching import IGNORE_INDEX, Wav2Vec2CTCCollator
 from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
 from asrkit.data.vocab import build_ctc_tokenizer, build_vocabulary, cached_vocabulary
 from asrkit.evaluate import evaluate
+from asrkit.models.ctc import ctc_loss
 from asrkit.models.wav2vec2_ctc import Wav2Vec2CTCModule
 from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config
@@ -148,6 +149,30 @@ def _examples(lengths: tuple[int, ...]) -> list[dict]:
     rng = np.random.default_rng(0)
     return [{"index": i, "audio": (0.1 * rng.standard_normal(n) + 0.02).astype(np.float32),
              "text": TEXTS[i % 3], "reference": TEXTS[i % 3]} for i, n in enumerate(lengths)]  # fmt: skip
+
+
+def test_the_ctc_loss_runs_in_float32_under_bf16_autocast_as_transformers_computes_it(tmp_path: Path) -> None:
+    module = _module(tmp_path, "model.mask_time_prob=0.0")  # no SpecAugment: the same forward every time
+    batch = module.collator(_examples((16_000, 6_400, 11_000)))
+    logits: list[torch.Tensor] = []
+    module.model.lm_head.register_forward_hook(lambda _module, _inputs, output: logits.append(output))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = module.training_step(batch, 0)
+    assert logits[-1].dtype == torch.bfloat16  # the network ran in bf16...
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed)  # ...the loss did not
+    frames = module.model._get_feat_extract_output_lengths(batch["input_lengths"])
+    blank = module.collator.tokenizer.pad_token_id
+    again = ctc_loss(logits[-1].float(), batch["labels"], frames, blank)  # autocast off, float32 logits
+    assert torch.equal(mixed, again)
+    (gradient,) = torch.autograd.grad(mixed, logits[-1])
+    assert gradient.dtype == torch.bfloat16 and torch.isfinite(gradient).all()
+
+    full = module.training_step(batch, 0)  # float32 throughout: transformers' own loss, same settings
+    inputs = {key: batch[key] for key in ("input_values", "attention_mask", "labels")}
+    reference = module.model(**inputs)
+    assert module.model.config.ctc_loss_reduction == "mean" and module.model.config.pad_token_id == blank
+    torch.testing.assert_close(full, reference.loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mixed, full, rtol=0.05, atol=0.05)
 
 
 @pytest.mark.parametrize("norm", ["layer", "group"])

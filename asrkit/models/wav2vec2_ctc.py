@@ -209,6 +209,7 @@ class Wav2Vec2CTCModule(L.LightningModule):
         logits = self.model(
             input_values=batch["input_values"], attention_mask=batch.get("attention_mask")
         ).logits
+        # frames of the unpadded audio (transformers' own loss counts the padding's too when there is no mask)
         loss = ctc_loss(
             logits, batch["labels"], self.model._get_feat_extract_output_lengths(batch["input_lengths"]),
             blank_id=self.model.config.pad_token_id, reduction=self.hparams.ctc_loss_reduction,
