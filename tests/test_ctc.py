@@ -251,6 +251,16 @@ def test_resuming_on_data_that_gives_another_vocabulary_is_an_error(short_run: P
         train(compose_config(changed, tmp_path))
 
 
+def test_random_init_takes_another_family_and_refuses_what_it_cannot_run(tmp_path: Path) -> None:
+    module = _module(tmp_path, "+model.random_init.model_type=hubert", "model.layerdrop=0.1")
+    assert type(module.model).__name__ == "HubertForCTC" and module.model.config.layerdrop == 0.1
+    assert module.model.lm_head.out_features == len(module.collator.tokenizer)
+    for model_type, key in (("bert", "model.random_init.model_type"), ("wavlm", "model.attn_implementation")):
+        cfg = compose_config(_ctc_run(tmp_path, f"+model.random_init.model_type={model_type}"), tmp_path)
+        with pytest.raises(Exception, match=key):
+            instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+
+
 # config-faithful replicas of published checkpoints -----------------------------------------------
 REPLICA_RUN = [
     "model=wav2vec2_ctc", "data=demo", "hw=cpu", "hw.precision=32-true", "trainer.max_steps=2",

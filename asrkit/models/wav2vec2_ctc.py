@@ -21,7 +21,6 @@ decodes each utterance as it would alone (:func:`asrkit.models.ctc.greedy_transc
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 from functools import partial
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import transformers
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
     AutoConfig,
@@ -272,7 +272,7 @@ _NO_CTC = f"transformers has no CTC head for it (CTC models: {', '.join(MODEL_FO
 
 
 def _ctc_class(config: PretrainedConfig) -> type[PreTrainedModel]:
-    return getattr(importlib.import_module("transformers"), MODEL_FOR_CTC_MAPPING_NAMES[config.model_type])
+    return getattr(transformers, MODEL_FOR_CTC_MAPPING_NAMES[config.model_type])
 
 
 def _feature_extractor(name_or_path: str | None, config: PretrainedConfig) -> Wav2Vec2FeatureExtractor:
