@@ -33,8 +33,9 @@ from transformers.models.auto.modeling_auto import (
 
 from asrkit import metrics
 from asrkit.config import CONFIG_DIR, register_resolvers
-from asrkit.data.batching import whisper_inputs
+from asrkit.data.batching import pad_waveforms, whisper_inputs
 from asrkit.data.text import resolve_normalizer
+from asrkit.models.ctc import greedy_transcribe
 from asrkit.models.whisper import generate_texts, is_english_only
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,18 @@ RUN_CONFIGS = (".hydra/config.yaml", "tensorboard/hparams.yaml")  # where a run 
 
 
 class FeatureCollator:
-    """Decoded examples in, model inputs out (in DataLoader workers), plus what evaluation keeps."""
+    """Decoded examples in, model inputs out (in DataLoader workers), plus what evaluation keeps.
 
-    def __init__(self, feature_extractor: Any, max_input_seconds: float | None) -> None:
+    With ``waveforms`` (CTC models of the wav2vec2 family) the inputs are made as training makes them
+    (:func:`asrkit.data.batching.pad_waveforms`): each waveform normalised over its own samples, then padded.
+    """
+
+    def __init__(
+        self, feature_extractor: Any, max_input_seconds: float | None, waveforms: bool = False
+    ) -> None:
         self.feature_extractor = feature_extractor
         self.max_input_seconds = max_input_seconds  # Whisper's window: longer utterances go long-form
+        self.waveforms = waveforms  # CTC: raw waveforms, each normalised alone (as in training)
 
     @property
     def sampling_rate(self) -> int:
@@ -66,6 +74,13 @@ class FeatureCollator:
         }
         if kept and self.max_input_seconds:  # Whisper: its fixed window, and longer utterances whole
             batch["inputs"] = whisper_inputs(self.feature_extractor, [example["audio"] for example in kept])
+        elif kept and self.waveforms:
+            padded = pad_waveforms(
+                [example["audio"] for example in kept],
+                normalize=self.feature_extractor.do_normalize,
+                return_attention_mask=self.feature_extractor.return_attention_mask,
+            )
+            batch["inputs"] = {k: padded[k] for k in ("input_values", "attention_mask") if k in padded}
         elif kept:  # the others pad to the longest in the batch
             features = self.feature_extractor(
                 [example["audio"] for example in kept], sampling_rate=self.sampling_rate,
@@ -113,6 +128,11 @@ class Recognizer:
         )
         self.dtype = DTYPES[dtype]
         self.model = model_class.from_pretrained(checkpoint, dtype=self.dtype).to(self.device).eval()
+        if self.kind == "ctc" and self.model.main_input_name != "input_values":
+            raise ValueError(
+                f"checkpoint={checkpoint}: {type(self.model).__name__} does not take raw waveforms; asrkit "
+                "evaluates the CTC models of the wav2vec2 family (wav2vec2, HuBERT, WavLM, ...)"
+            )
         self.processor = AutoProcessor.from_pretrained(checkpoint)
         self.whisper = config.model_type == "whisper"
         # null: the checkpoint's own setting (an asrkit export carries the one its training evaluated with)
@@ -140,7 +160,8 @@ class Recognizer:
         return float(self.processor.feature_extractor.chunk_length) if self.whisper else None
 
     def collator(self) -> FeatureCollator:
-        return FeatureCollator(self.processor.feature_extractor, self.max_input_seconds)
+        extractor = self.processor.feature_extractor
+        return FeatureCollator(extractor, self.max_input_seconds, waveforms=self.kind == "ctc")
 
     @torch.no_grad()
     def __call__(self, inputs: dict[str, torch.Tensor], lengths: list[int]) -> list[str]:
@@ -148,10 +169,11 @@ class Recognizer:
         if not inputs:
             return []
         inputs = self._to_device(inputs)
-        if self.kind == "ctc":  # greedy; frames computed from padding are cut off, as in training
-            best = self.model(**inputs).logits.argmax(dim=-1).cpu()
-            frames = self.model._get_feat_extract_output_lengths(torch.tensor(lengths)).tolist()
-            return self.processor.batch_decode([row[:n] for row, n in zip(best, frames, strict=True)])
+        if self.kind == "ctc":  # greedy, each utterance as it decodes alone, as in training
+            return greedy_transcribe(
+                self.model, self.processor.tokenizer, inputs["input_values"], torch.tensor(lengths),
+                inputs.get("attention_mask"),
+            )  # fmt: skip
         if self.whisper:  # short utterances in one call, longer ones by long-form decoding
             return generate_texts(self.model, self.processor.tokenizer, **inputs, **self.generate_kwargs)
         generated = self.model.generate(**inputs, **self.generate_kwargs)
@@ -256,7 +278,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     scores: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": data_name, "split": str(cfg.split)}
     normalizer = resolve_normalizer(cfg.evaluation.normalizer, cfg.evaluation.language)
     scores |= {"normalizer": normalizer, "dtype": str(cfg.evaluation.dtype)}
-    scores |= metrics.error_rates([p[1] for p in predictions], [p[2] for p in predictions], normalizer)
+    unknown = recognizer.processor.tokenizer.unk_token if recognizer.kind == "ctc" else None
+    references, hypotheses = [p[1] for p in predictions], [p[2] for p in predictions]
+    scores |= metrics.error_rates(references, hypotheses, normalizer, unknown)
     left_out = datamodule.excluded.get("test")  # None when streaming: the stream logs its drop counts
     scores |= {
         "left_out": left_out,  # what the data config's drop rule kept out (eval filters, empty transcripts)

@@ -1,7 +1,10 @@
-"""wav2vec2 + CTC: text preparation, vocabulary and its cache, collator, pre-training exports, whole runs."""
+"""wav2vec2 + CTC: text preparation, vocabulary and its cache, collator, pre-training exports, loss, decoding,
+whole runs, and replicas of the published checkpoints of the family (wav2vec2, XLS-R, HuBERT, WavLM)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -11,16 +14,28 @@ import soundfile
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining, pipeline
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoProcessor,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForPreTraining,
+    pipeline,
+)
 
 from asrkit.config import asset_path
 from asrkit.data.batching import IGNORE_INDEX, Wav2Vec2CTCCollator
 from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
 from asrkit.data.vocab import build_ctc_tokenizer, build_vocabulary, cached_vocabulary
+from asrkit.evaluate import evaluate
+from asrkit.models.ctc import ctc_loss
 from asrkit.models.wav2vec2_ctc import Wav2Vec2CTCModule
 from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config
+from tests.replicas.ctc import CTC_KINDS, PREPROCESSORS, TOKENIZERS, build_ctc_replica, published_config
 
 RECIPE_CHARS = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]  # run_speech_recognition_ctc
 
@@ -116,6 +131,65 @@ def test_a_pretraining_save_pretrained_dir_loads_its_encoder_with_a_new_ctc_head
     assert torch.isfinite(module.model(**inputs).loss)
 
 
+# loss and decoding --------------------------------------------------------------------------------
+TEXTS = ["मित्र हवा", "नया", "हवा नया मित्र"]
+GROUP_NORM = [f"model.random_init.{key}={value}" for key, value in
+              (("feat_extract_norm", "group"), ("do_stable_layer_norm", "false"))]  # fmt: skip
+
+
+def _module(tmp_path: Path, *overrides: str) -> Wav2Vec2CTCModule:
+    cfg = compose_config(_ctc_run(tmp_path, "model.tokenizer_dir=null", *overrides), tmp_path)
+    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+    module.collator.build_vocabulary(TEXTS)  # what the datamodule does when it sets up training
+    module.configure_model()
+    return module
+
+
+def _examples(lengths: tuple[int, ...]) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [{"index": i, "audio": (0.1 * rng.standard_normal(n) + 0.02).astype(np.float32),
+             "text": TEXTS[i % 3], "reference": TEXTS[i % 3]} for i, n in enumerate(lengths)]  # fmt: skip
+
+
+def test_the_ctc_loss_runs_in_float32_under_bf16_autocast_as_transformers_computes_it(tmp_path: Path) -> None:
+    module = _module(tmp_path, "model.mask_time_prob=0.0")  # no SpecAugment: the same forward every time
+    batch = module.collator(_examples((16_000, 6_400, 11_000)))
+    logits: list[torch.Tensor] = []
+    module.model.lm_head.register_forward_hook(lambda _module, _inputs, output: logits.append(output))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = module.training_step(batch, 0)
+    assert logits[-1].dtype == torch.bfloat16  # the network ran in bf16...
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed)  # ...the loss did not
+    frames = module.model._get_feat_extract_output_lengths(batch["input_lengths"])
+    blank = module.collator.tokenizer.pad_token_id
+    again = ctc_loss(logits[-1].float(), batch["labels"], frames, blank)  # autocast off, float32 logits
+    assert torch.equal(mixed, again)
+    (gradient,) = torch.autograd.grad(mixed, logits[-1])
+    assert gradient.dtype == torch.bfloat16 and torch.isfinite(gradient).all()
+
+    full = module.training_step(batch, 0)  # float32 throughout: transformers' own loss, same settings
+    inputs = {key: batch[key] for key in ("input_values", "attention_mask", "labels")}
+    reference = module.model(**inputs)
+    assert module.model.config.ctc_loss_reduction == "mean" and module.model.config.pad_token_id == blank
+    torch.testing.assert_close(full, reference.loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mixed, full, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("norm", ["layer", "group"])
+def test_validation_decodes_each_utterance_as_it_decodes_alone(norm: str, tmp_path: Path) -> None:
+    """A group-norm front end fed no mask (wav2vec2-base's layout) would hear the batch's padding."""
+    module = _module(tmp_path, *(GROUP_NORM if norm == "group" else []))
+    assert module.feature_extractor.return_attention_mask == (norm == "layer")
+    module.eval()
+    examples = _examples((16_000, 6_400, 11_000, 6_400))
+    def transcribe(batch: dict) -> list[str]:
+        return module.transcribe(batch["input_values"], batch["input_lengths"], batch.get("attention_mask"))
+
+    together = transcribe(module.collator(examples))
+    alone = [text for example in examples for text in transcribe(module.collator([example]))]
+    assert together == alone and sum(map(bool, alone)) >= 2  # the random model does say something
+
+
 # whole runs ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -175,3 +249,63 @@ def test_resuming_on_data_that_gives_another_vocabulary_is_an_error(short_run: P
                        f"ckpt_path={last}", "data.chars_to_ignore=['म']")  # fmt: skip
     with pytest.raises(ValueError, match="vocabulary"):
         train(compose_config(changed, tmp_path))
+
+
+def test_random_init_takes_another_family_and_refuses_what_it_cannot_run(tmp_path: Path) -> None:
+    module = _module(tmp_path, "+model.random_init.model_type=hubert", "model.layerdrop=0.1")
+    assert type(module.model).__name__ == "HubertForCTC" and module.model.config.layerdrop == 0.1
+    assert module.model.lm_head.out_features == len(module.collator.tokenizer)
+    for model_type, key in (("bert", "model.random_init.model_type"), ("wavlm", "model.attn_implementation")):
+        cfg = compose_config(_ctc_run(tmp_path, f"+model.random_init.model_type={model_type}"), tmp_path)
+        with pytest.raises(Exception, match=key):
+            instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+
+
+# config-faithful replicas of published checkpoints -----------------------------------------------
+REPLICA_RUN = [
+    "model=wav2vec2_ctc", "data=demo", "hw=cpu", "hw.precision=32-true", "trainer.max_steps=2",
+    "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "data.max_train_samples=16",
+    "data.max_eval_samples=4", "callbacks.periodic_checkpoint.every_n_train_steps=2",
+    "callbacks.throughput.warmup_steps=1", "trainer.enable_progress_bar=false",
+]  # fmt: skip
+LAYOUT = ("model_type", "feat_extract_norm", "do_stable_layer_norm", "conv_bias", "conv_kernel",
+          "conv_stride", "feat_extract_activation", "hidden_act", "num_conv_pos_embeddings")  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", CTC_KINDS)
+def test_a_published_checkpoint_layout_fine_tunes_tests_exports_evaluates(kind: str, tmp_path: Path) -> None:
+    replica = build_ctc_replica(kind, tmp_path / "replica")
+    published, config = published_config(kind), AutoConfig.from_pretrained(replica)
+    for key in (*LAYOUT, "mask_time_prob", "layerdrop", "ctc_loss_reduction", "architectures"):
+        value = getattr(config, key)
+        assert (list(value) if isinstance(value, tuple) else value) == published[key], key
+    extractor = AutoFeatureExtractor.from_pretrained(replica)
+    assert {key: getattr(extractor, key) for key in PREPROCESSORS[kind]} == PREPROCESSORS[kind]
+    if kind in TOKENIZERS:  # the tokenizer files load as the published ones do
+        tokenizer = AutoProcessor.from_pretrained(replica).tokenizer
+        assert tokenizer.pad_token_id == config.pad_token_id
+        space = tokenizer.word_delimiter_token_id
+        assert tokenizer.decode([5, 5, space, 6]).count(" ") == 1  # repeats merged, "|" a space
+
+    run = tmp_path / "run"
+    overrides = [*REPLICA_RUN, f"model.name_or_path={replica}", f"model.vocab_cache_dir={tmp_path / 'vocab'}"]
+    overrides += ["model.attn_implementation=eager"] if kind.startswith("wavlm") else []
+    train(compose_config(overrides, run))
+    results = json.loads((run / "metrics.json").read_text())
+    assert results["global_step"] == 2 and results["test"]["num_samples"] == 4
+    exported = AutoConfig.from_pretrained(run / "export")
+    assert all(getattr(exported, key) == getattr(config, key) for key in LAYOUT)
+    assert exported.ctc_loss_reduction == "mean" and exported.ctc_zero_infinity  # asrkit's options applied
+    assert json.loads((run / "export" / "vocab.json").read_text()) == json.loads(
+        (run / "tokenizer" / "vocab.json").read_text()
+    )
+    assert AutoFeatureExtractor.from_pretrained(run / "export").do_normalize == extractor.do_normalize
+    conv = "feature_extractor.conv_layers.0.conv.weight"  # frozen in fine-tuning: the replica's own weights
+    weights = [load_file(directory / "model.safetensors") for directory in (replica, run / "export")]
+    loaded, kept = ([value for key, value in w.items() if key.endswith(conv)] for w in weights)
+    assert len(loaded) == len(kept) == 1 and torch.equal(loaded[0], kept[0])
+
+    overrides = [f"checkpoint={run / 'export'}", "data=demo", "max_eval_samples=4", "batch_size=4"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        scores = evaluate(compose_config(overrides, tmp_path / "evaluate", config_name="evaluate"))
+    assert {key: scores[key] for key in results["test"]} == pytest.approx(results["test"], abs=1e-3)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import (
     Wav2Vec2Config,
     Wav2Vec2CTCTokenizer,
@@ -132,19 +133,21 @@ def test_the_evaluate_command(run: Path, tmp_path: Path) -> None:
     assert len(_predictions(tmp_path)) == 2 and (tmp_path / "metrics.json").is_file()
 
 
-def _tiny_ctc_export(directory: Path) -> Path:
-    """A random-init wav2vec2 CTC model with a character vocabulary, as save_pretrained writes it."""
+def _tiny_ctc_export(directory: Path, norm: str = "layer") -> Path:
+    """A random-init wav2vec2 CTC model with a character vocabulary, as save_pretrained writes it; ``norm``
+    group: a group-norm front end fed no attention mask (as wav2vec2-base), else layer norm and a mask."""
     directory.mkdir(parents=True)
     characters = sorted({char for row in demo_rows("test") for char in row["text"] if char != " "})
     vocab = {"<pad>": 0, "<unk>": 1, "|": 2} | {char: i + 3 for i, char in enumerate(characters)}
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     tokenizer = Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), word_delimiter_token="|")
-    extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True)
+    extractor = Wav2Vec2FeatureExtractor(return_attention_mask=norm == "layer")
     config = Wav2Vec2Config(
         vocab_size=len(vocab), pad_token_id=0, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=64, conv_dim=(32, 32), conv_stride=(5, 64), conv_kernel=(10, 64),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm=norm,
     )  # fmt: skip
+    torch.manual_seed(0)
     Wav2Vec2ForCTC(config).save_pretrained(directory)
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
     return directory
@@ -166,6 +169,23 @@ def test_a_ctc_export_is_evaluated_by_greedy_decoding(tmp_path: Path) -> None:
     assert scores["wer_raw"] == pytest.approx(recomputed["wer_raw"])
     symbols = set(json.loads((export / "vocab.json").read_text())) | {" "}
     assert all(set(p["hypothesis"].replace("<unk>", "")) <= symbols for p in predictions)
+
+
+def test_a_group_norm_ctc_export_gives_each_utterance_its_output_at_any_batch_size(tmp_path: Path) -> None:
+    """wav2vec2-base's layout: a padded batch changes its GroupNorm statistics and what it attends to, and
+    the feature extractor normalised over the padded batch; evaluation must not depend on the batch."""
+    export = _tiny_ctc_export(tmp_path / "export", norm="group")
+    runs, scores = {}, {}
+    for batch_size in (1, 16):
+        overrides = [f"checkpoint={export}", "data=demo", "max_eval_samples=16", f"batch_size={batch_size}"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            cfg = compose_config(overrides, tmp_path / f"{batch_size}", config_name="evaluate")
+            scores[batch_size] = evaluate(cfg)
+        runs[batch_size] = _predictions(tmp_path / f"{batch_size}")
+    assert len({row["duration"] for row in demo_rows("test")[:16]}) > 1 and len(runs[16]) == 16
+    assert sum(bool(p["hypothesis"].strip()) for p in runs[1]) >= 8  # the random model does say something
+    assert runs[16] == runs[1]
+    assert scores[16]["wer"] == scores[1]["wer"] and scores[16]["cer"] == scores[1]["cer"]
 
 
 def test_a_model_without_a_recognition_head_is_refused(tmp_path: Path) -> None:

@@ -1,41 +1,56 @@
-"""wav2vec2 fine-tuning with CTC: a character vocabulary from the data, CTC loss, greedy decoding, WER/CER.
+"""CTC fine-tuning of the wav2vec2 family: a character vocabulary from the data, CTC loss, greedy decoding.
 
-``name_or_path`` is a hub id or a ``save_pretrained`` directory: a pre-trained wav2vec2
-(``facebook/wav2vec2-large-lv60``, or a ``Wav2Vec2ForPreTraining`` export of ``model=wav2vec2_pretrain_*``)
-or a CTC model; its encoder is kept and a new output layer is sized to the vocabulary. With
-``name_or_path: null`` the network is initialised at random from ``random_init`` (``Wav2Vec2Config``
-arguments): how the demo and the tests get a tiny wav2vec2 that runs the same code as the large one.
+``name_or_path`` is a hub id or a ``save_pretrained`` directory of any model transformers has a CTC head for
+(``AutoModelForCTC``): a pre-trained encoder (``facebook/wav2vec2-large-lv60``, XLS-R, HuBERT, WavLM, or a
+``Wav2Vec2ForPreTraining`` export of ``model=wav2vec2_pretrain_*``) or a CTC model; its encoder is kept and a
+new output layer is sized to the vocabulary. Its ``preprocessor_config.json`` (waveform normalisation,
+attention mask) is kept too. With ``name_or_path: null`` the network is initialised at random from
+``random_init`` (``Wav2Vec2Config`` arguments, or another family's with ``model_type``): how the demo and
+the tests get a tiny model that runs the same code as the large one.
 
 The vocabulary (when ``tokenizer`` is null) comes from the training transcripts, which the datamodule
 reads after this module exists: it hands them to the collator (``build_vocabulary``) when it sets up the
 training split, and the network is built in ``configure_model``, once the output size is known (before
 Lightning restores a checkpoint). Checkpoints store the vocabulary: ``load_from_checkpoint`` rebuilds the
 same network from it, and resuming on data that gives another vocabulary is an error.
+
+The loss (:func:`asrkit.models.ctc.ctc_loss`) runs in float32 under bf16/fp16 autocast, and evaluation
+decodes each utterance as it would alone (:func:`asrkit.models.ctc.greedy_transcribe`).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+import transformers
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
-    Wav2Vec2Config,
+    AutoConfig,
+    AutoModelForCTC,
+    PretrainedConfig,
+    PreTrainedModel,
     Wav2Vec2CTCTokenizer,
     Wav2Vec2FeatureExtractor,
-    Wav2Vec2ForCTC,
     Wav2Vec2Processor,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
 
 from asrkit import metrics, optim
 from asrkit.data.batching import Wav2Vec2CTCCollator
 from asrkit.data.vocab import build_ctc_tokenizer, tokenizer_from_vocabulary
 from asrkit.models import steps
+from asrkit.models.ctc import ctc_loss, greedy_transcribe
 
-# Wav2Vec2Config attributes set from the module's arguments (on top of the checkpoint's or random_init's)
+log = logging.getLogger(__name__)
+
+# config attributes set from the module's arguments (on top of the checkpoint's or random_init's), each where
+# the model's config has it
 CONFIG_OPTIONS = (
     "layerdrop", "mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length",
     "hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
@@ -80,22 +95,36 @@ class Wav2Vec2CTCModule(L.LightningModule):
         if name_or_path is None:
             if not random_init:
                 raise ValueError(
-                    "model.name_or_path is null, so model.random_init must give the Wav2Vec2Config"
+                    "model.name_or_path is null, so model.random_init must give the model's config"
                 )
             clash = sorted(set(random_init) & {*CONFIG_OPTIONS, "vocab_size", "pad_token_id"})
             if clash:
                 raise ValueError(f"model.random_init sets {clash}: set them as model.<name> instead")
             if isinstance(random_init, DictConfig):  # nested lists too, for save_pretrained's JSON
                 random_init = OmegaConf.to_container(random_init, resolve=True)
-            self.base_config = Wav2Vec2Config(**random_init)
+            settings = dict(random_init)
+            model_type = settings.pop("model_type", "wav2vec2")
+            if model_type not in MODEL_FOR_CTC_MAPPING_NAMES:
+                raise ValueError(f"model.random_init.model_type={model_type}: {_NO_CTC}")
+            self.base_config = AutoConfig.for_model(model_type, **settings)
         else:
-            self.base_config = Wav2Vec2Config.from_pretrained(name_or_path)
-        # What the pre-trained wav2vec2 checkpoints ship: models with a layer-norm front end (large-lv60,
-        # XLS-R) take an attention mask; group-norm ones (base) are fed zero padding without one.
-        self.feature_extractor = Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
-            return_attention_mask=self.base_config.feat_extract_norm == "layer",
-        )  # fmt: skip
+            self.base_config = AutoConfig.from_pretrained(name_or_path)
+            if self.base_config.model_type not in MODEL_FOR_CTC_MAPPING_NAMES:
+                raise ValueError(
+                    f"model.name_or_path={name_or_path} is a {self.base_config.model_type}: {_NO_CTC}"
+                )
+        model_class = _ctc_class(self.base_config)
+        if model_class.main_input_name != "input_values":
+            raise ValueError(
+                f"model.name_or_path: {model_class.__name__} takes {model_class.main_input_name}; this "
+                "module feeds raw waveforms (wav2vec2, XLS-R, HuBERT, WavLM, data2vec-audio, ...)"
+            )
+        if attn_implementation == "sdpa" and not model_class._supports_sdpa:
+            raise ValueError(
+                f"model.attn_implementation=sdpa: {model_class.__name__} has no SDPA attention in "
+                "transformers; set model.attn_implementation=eager"
+            )
+        self.feature_extractor = _feature_extractor(name_or_path, self.base_config)
         tokens = {"word_delimiter": word_delimiter_token, "unk_token": unk_token, "pad_token": pad_token}
         self.collator = Wav2Vec2CTCCollator(
             self.feature_extractor,
@@ -103,7 +132,7 @@ class Wav2Vec2CTCModule(L.LightningModule):
             vocabulary=partial(build_ctc_tokenizer, cache_dir=vocab_cache_dir, **tokens),
         )
         self._tokens = tokens
-        self.model: Wav2Vec2ForCTC | None = None
+        self.model: PreTrainedModel | None = None
         self._predictions: list[tuple[int, str, str]] = []
         self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
         if self.collator.tokenizer is not None:
@@ -113,17 +142,19 @@ class Wav2Vec2CTCModule(L.LightningModule):
     def _build_model(self, load_weights: bool) -> None:
         hp = self.hparams
         tokenizer = self.collator.tokenizer
-        options = {name: hp[name] for name in CONFIG_OPTIONS}
-        options |= {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        config = copy.deepcopy(self.base_config)
+        for name in CONFIG_OPTIONS:
+            if hasattr(config, name):
+                setattr(config, name, hp[name])
+        config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
         if hp.name_or_path is not None and load_weights:
             # a pre-training checkpoint has no lm_head, a CTC one may have another vocabulary: new lm_head
-            model = Wav2Vec2ForCTC.from_pretrained(
-                hp.name_or_path, attn_implementation=hp.attn_implementation, ignore_mismatched_sizes=True,
-                **options,
+            model = AutoModelForCTC.from_pretrained(
+                hp.name_or_path, config=config, attn_implementation=hp.attn_implementation,
+                ignore_mismatched_sizes=True,
             )  # fmt: skip
         else:  # random init, or weights that a checkpoint is about to overwrite
-            config = Wav2Vec2Config.from_dict(self.base_config.to_dict() | options)
-            model = Wav2Vec2ForCTC._from_config(config, attn_implementation=hp.attn_implementation)
+            model = AutoModelForCTC.from_config(config, attn_implementation=hp.attn_implementation)
         if hp.freeze_feature_encoder:
             model.freeze_feature_encoder()
         if hp.gradient_checkpointing:
@@ -181,11 +212,15 @@ class Wav2Vec2CTCModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
             return steps.empty_batch_loss(self)
-        loss = self.model(
-            input_values=batch["input_values"],
-            attention_mask=batch.get("attention_mask"),
-            labels=batch["labels"],
-        ).loss
+        logits = self.model(
+            input_values=batch["input_values"], attention_mask=batch.get("attention_mask")
+        ).logits
+        # frames of the unpadded audio (transformers' own loss counts the padding's too when there is no mask)
+        loss = ctc_loss(
+            logits, batch["labels"], self.model._get_feat_extract_output_lengths(batch["input_lengths"]),
+            blank_id=self.model.config.pad_token_id, reduction=self.hparams.ctc_loss_reduction,
+            zero_infinity=self.hparams.ctc_zero_infinity,
+        )  # fmt: skip
         size = batch["num_samples"]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/padding_fraction", batch["padding_fraction"], batch_size=size)
@@ -194,18 +229,13 @@ class Wav2Vec2CTCModule(L.LightningModule):
         return loss
 
     # evaluation ---------------------------------------------------------------------------------
-    @torch.no_grad()
     def transcribe(
         self, input_values: torch.Tensor, input_lengths: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> list[str]:
-        """Greedy CTC decoding: the best symbol per frame, repeats merged, blanks dropped.
-
-        Frames computed from padding are cut off first, so a padded batch decodes as each file alone.
-        """
-        logits = self.model(input_values=input_values, attention_mask=attention_mask).logits
-        frames = self.model._get_feat_extract_output_lengths(input_lengths).tolist()
-        best = logits.argmax(dim=-1).cpu()
-        return self.collator.tokenizer.batch_decode([row[:n] for row, n in zip(best, frames, strict=True)])
+        """Greedy CTC decoding of a padded batch, each utterance as it decodes alone."""
+        return greedy_transcribe(
+            self.model, self.collator.tokenizer, input_values, input_lengths, attention_mask
+        )
 
     def _eval_step(self, batch: dict[str, Any] | None) -> None:
         if batch is None:
@@ -251,3 +281,28 @@ class Wav2Vec2CTCModule(L.LightningModule):
         Wav2Vec2Processor(
             feature_extractor=self.feature_extractor, tokenizer=self.collator.tokenizer
         ).save_pretrained(directory)
+
+
+_NO_CTC = f"transformers has no CTC head for it (CTC models: {', '.join(MODEL_FOR_CTC_MAPPING_NAMES)})"
+
+
+def _ctc_class(config: PretrainedConfig) -> type[PreTrainedModel]:
+    return getattr(transformers, MODEL_FOR_CTC_MAPPING_NAMES[config.model_type])
+
+
+def _feature_extractor(name_or_path: str | None, config: PretrainedConfig) -> Wav2Vec2FeatureExtractor:
+    """The checkpoint's own (its ``preprocessor_config.json``: HuBERT-base and WavLM take unnormalised audio),
+    else what the wav2vec2 checkpoints ship: normalised audio, and an attention mask for models with a
+    layer-norm front end (large-lv60, XLS-R) but none for group-norm ones (base): they take zero padding."""
+    if name_or_path is not None:
+        try:
+            return Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
+        except OSError:
+            log.info(
+                "%s has no preprocessor_config.json: normalised audio, as the wav2vec2 checkpoints",
+                name_or_path,
+            )
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+        return_attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer",
+    )  # fmt: skip

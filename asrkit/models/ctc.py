@@ -1,0 +1,77 @@
+"""CTC functions shared by training (:mod:`asrkit.models.wav2vec2_ctc`) and :mod:`asrkit.evaluate`.
+
+Any CTC model of the wav2vec2 family (wav2vec2, XLS-R, HuBERT, WavLM, data2vec-audio, ...) takes raw waveforms
+and gives one vector of logits per frame. :func:`ctc_loss` is the loss of transformers' ``*ForCTC`` models
+computed in float32 whatever autocast is on; :func:`greedy_transcribe` is the one greedy decoder, written so
+that an utterance decodes to the same text whatever shares its batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def ctc_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    frame_lengths: torch.Tensor,
+    blank_id: int,
+    reduction: str = "mean",
+    zero_infinity: bool = True,
+) -> torch.Tensor:
+    """The CTC loss of ``logits`` (batch, frames, symbols) for ``labels`` padded with negative ids.
+
+    As ``Wav2Vec2ForCTC`` computes it (label positions that are negative or the blank are left out;
+    ``reduction`` mean divides each utterance's loss by its label length, then averages), but with autocast
+    off: the log-softmax and the loss run in float32 even when the network ran in bf16/fp16.
+    ``frame_lengths`` are the frames each utterance really has (not those computed from padding).
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (frames, batch, symbols)
+        kept = (labels >= 0) & (labels != blank_id)
+        return F.ctc_loss(
+            log_probs, labels.masked_select(kept), frame_lengths.to(torch.long), kept.sum(-1),
+            blank=blank_id, reduction=reduction, zero_infinity=zero_infinity,
+        )  # fmt: skip
+
+
+def batches_safely(config: Any, attention_mask: torch.Tensor | None) -> bool:
+    """Whether one padded batch gives each utterance the logits it gets alone.
+
+    It does when the model takes an attention mask and normalises its convolutional front end per frame
+    (layer norm). A group-norm front end (wav2vec2-base, HuBERT-base, WavLM-base) normalises over the whole
+    padded length, and a model fed no mask attends to the padding: those run on each utterance unpadded.
+    """
+    return attention_mask is not None and getattr(config, "feat_extract_norm", "layer") != "group"
+
+
+@torch.no_grad()
+def greedy_transcribe(
+    model: Any,
+    tokenizer: Any,
+    input_values: torch.Tensor,
+    input_lengths: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> list[str]:
+    """Greedy CTC decoding: the best symbol per frame, repeats merged, blanks dropped (``batch_decode``).
+
+    ``input_values`` is a zero-padded batch of waveforms, ``input_lengths`` their lengths in samples. Frames
+    computed from padding are cut off; models that a padded batch would change (:func:`batches_safely`) run
+    on each group of utterances of one length, unpadded, so every utterance decodes as it does alone.
+    """
+    lengths = [int(n) for n in input_lengths]
+    frames = model._get_feat_extract_output_lengths(torch.as_tensor(lengths)).tolist()
+    rows: list[Any] = [None] * len(lengths)
+    if batches_safely(model.config, attention_mask):
+        best = model(input_values=input_values, attention_mask=attention_mask).logits.argmax(dim=-1).cpu()
+        rows = [row[:n] for row, n in zip(best, frames, strict=True)]
+    else:
+        for length in sorted(set(lengths)):
+            group = [i for i, n in enumerate(lengths) if n == length]
+            best = model(input_values=input_values[group, :length]).logits.argmax(dim=-1).cpu()
+            for i, row in zip(group, best, strict=True):
+                rows[i] = row[: frames[i]]
+    return tokenizer.batch_decode(rows)
