@@ -3,8 +3,6 @@ whole runs, and replicas of the published checkpoints of the family (wav2vec2, X
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -14,7 +12,6 @@ import soundfile
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import (
     AutoConfig,
@@ -30,7 +27,6 @@ from asrkit.config import asset_path
 from asrkit.data.batching import IGNORE_INDEX, Wav2Vec2CTCCollator
 from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
 from asrkit.data.vocab import build_ctc_tokenizer, build_vocabulary, cached_vocabulary
-from asrkit.evaluate import evaluate
 from asrkit.models.ctc import ctc_loss
 from asrkit.models.wav2vec2_ctc import Wav2Vec2CTCModule
 from asrkit.train import train
@@ -262,18 +258,12 @@ def test_random_init_takes_another_family_and_refuses_what_it_cannot_run(tmp_pat
 
 
 # config-faithful replicas of published checkpoints -----------------------------------------------
-REPLICA_RUN = [
-    "model=wav2vec2_ctc", "data=demo", "hw=cpu", "hw.precision=32-true", "trainer.max_steps=2",
-    "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "data.max_train_samples=16",
-    "data.max_eval_samples=4", "callbacks.periodic_checkpoint.every_n_train_steps=2",
-    "callbacks.throughput.warmup_steps=1", "trainer.enable_progress_bar=false",
-]  # fmt: skip
 LAYOUT = ("model_type", "feat_extract_norm", "do_stable_layer_norm", "conv_bias", "conv_kernel",
           "conv_stride", "feat_extract_activation", "hidden_act", "num_conv_pos_embeddings")  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", CTC_KINDS)
-def test_a_published_checkpoint_layout_fine_tunes_tests_exports_evaluates(kind: str, tmp_path: Path) -> None:
+def test_a_replica_has_the_published_layout(kind: str, tmp_path: Path) -> None:
     replica = build_ctc_replica(kind, tmp_path / "replica")
     published, config = published_config(kind), AutoConfig.from_pretrained(replica)
     for key in (*LAYOUT, "mask_time_prob", "layerdrop", "ctc_loss_reduction", "architectures"):
@@ -286,26 +276,3 @@ def test_a_published_checkpoint_layout_fine_tunes_tests_exports_evaluates(kind: 
         assert tokenizer.pad_token_id == config.pad_token_id
         space = tokenizer.word_delimiter_token_id
         assert tokenizer.decode([5, 5, space, 6]).count(" ") == 1  # repeats merged, "|" a space
-
-    run = tmp_path / "run"
-    overrides = [*REPLICA_RUN, f"model.name_or_path={replica}", f"model.vocab_cache_dir={tmp_path / 'vocab'}"]
-    overrides += ["model.attn_implementation=eager"] if kind.startswith("wavlm") else []
-    train(compose_config(overrides, run))
-    results = json.loads((run / "metrics.json").read_text())
-    assert results["global_step"] == 2 and results["test"]["num_samples"] == 4
-    exported = AutoConfig.from_pretrained(run / "export")
-    assert all(getattr(exported, key) == getattr(config, key) for key in LAYOUT)
-    assert exported.ctc_loss_reduction == "mean" and exported.ctc_zero_infinity  # asrkit's options applied
-    assert json.loads((run / "export" / "vocab.json").read_text()) == json.loads(
-        (run / "tokenizer" / "vocab.json").read_text()
-    )
-    assert AutoFeatureExtractor.from_pretrained(run / "export").do_normalize == extractor.do_normalize
-    conv = "feature_extractor.conv_layers.0.conv.weight"  # frozen in fine-tuning: the replica's own weights
-    weights = [load_file(directory / "model.safetensors") for directory in (replica, run / "export")]
-    loaded, kept = ([value for key, value in w.items() if key.endswith(conv)] for w in weights)
-    assert len(loaded) == len(kept) == 1 and torch.equal(loaded[0], kept[0])
-
-    overrides = [f"checkpoint={run / 'export'}", "data=demo", "max_eval_samples=4", "batch_size=4"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        scores = evaluate(compose_config(overrides, tmp_path / "evaluate", config_name="evaluate"))
-    assert {key: scores[key] for key in results["test"]} == pytest.approx(results["test"], abs=1e-3)

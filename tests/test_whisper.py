@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,8 @@ from transformers import (
 
 from asrkit.evaluate import Recognizer
 from asrkit.models.whisper import WhisperModule
-from asrkit.train import train
 from asrkit.transcribe import transcribe
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import compose_config
 from tests.hub_repo import demo_rows
 from tests.replicas.whisper import WHISPER_KINDS, build_whisper_replica
 
@@ -240,7 +238,7 @@ PUBLISHED = {
 
 
 @pytest.mark.parametrize("kind", WHISPER_KINDS)
-def test_a_replica_has_the_published_layout_and_trains_through_asrkit(kind: str, tmp_path: Path) -> None:
+def test_a_replica_has_the_published_layout(kind: str, tmp_path: Path) -> None:
     vocabulary, mels, decoder_layers, languages, sot, eot, transcribe_id, no_timestamps = PUBLISHED[kind]
     directory = build_whisper_replica(kind, tmp_path / "replica")
     model = WhisperForConditionalGeneration.from_pretrained(directory)
@@ -284,16 +282,3 @@ def test_a_replica_has_the_published_layout_and_trains_through_asrkit(kind: str,
         len(tokenizer) == vocabulary and tokenizer.convert_tokens_to_ids("<|notimestamps|>") == no_timestamps
     )
     assert (tokenizer.english_spelling_normalizer is not None) is (not languages)  # .en ships normalizer.json
-
-    shrunk = ("trainer.max_steps", "trainer.val_check_interval", "data.max_eval_samples")
-    overrides = [o for o in TINY_RUN if not o.startswith(shrunk)] + [
-        "trainer.max_steps=2", "trainer.val_check_interval=2", "data.max_eval_samples=4",
-        "data.global_batch_size=4", "data.per_device_batch_size=4", f"model.name_or_path={directory}",
-        "model.tokenizer=null", "model.random_init=null", "model.generation_max_length=4",
-        "lang=" + ("hi" if languages else "en"),
-    ]  # fmt: skip
-    train(compose_config(overrides, tmp_path / "run"))
-    results = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert results["global_step"] == 2 and results["test"]["num_samples"] == 4
-    exported = GenerationConfig.from_pretrained(tmp_path / "run" / "export")
-    assert (exported.max_length, exported.language) == (4, "hi" if languages else None)
