@@ -6,11 +6,15 @@ python -m asrkit.evaluate on the export, and transformers.pipeline on the export
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoFeatureExtractor, GenerationConfig
@@ -18,6 +22,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, GenerationConfig
 from asrkit.evaluate import evaluate
 from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config, transcribe_demo_test_files
+from tests.hub_repo import demo_rows
 from tests.replicas.ctc import CTC_KINDS, build_ctc_replica
 from tests.replicas.whisper import WHISPER_KINDS, build_whisper_replica
 from tests.test_ctc import LAYOUT
@@ -85,3 +90,45 @@ def _check_export(family: str, kind: str, replica: Path, export: Path) -> None:
     weights = [load_file(directory / "model.safetensors") for directory in (replica, export)]
     loaded, kept = ([value for key, value in w.items() if key.endswith(conv)] for w in weights)
     assert len(loaded) == len(kept) == 1 and torch.equal(loaded[0], kept[0])
+
+
+
+def _predictions(path: Path) -> dict[int, str]:
+    return {row["id"]: row["hypothesis"] for row in map(json.loads, path.read_text().splitlines())}
+
+
+def _folder_with_a_long_test_utterance(folder: Path) -> None:
+    """An audiofolder of demo utterances whose test split also holds one of 6 s (three, with pauses)."""
+    splits = {"train": demo_rows("train")[:16], "validation": demo_rows("validation")[:2],
+              "test": demo_rows("test")[:3]}  # fmt: skip
+    for split, rows in splits.items():
+        (folder / split).mkdir(parents=True)
+        entries = [("file_name", "text")]
+        for row in rows:
+            shutil.copy(row["file_name"], folder / split / Path(row["file_name"]).name)
+            entries.append((Path(row["file_name"]).name, row["text"]))
+        if split == "test":
+            parts, pause = demo_rows("test")[3:6], np.zeros(8_000, np.float32)
+            clips = [soundfile.read(row["file_name"], dtype="float32")[0] for row in parts]
+            audio = np.concatenate([piece for clip in clips for piece in (clip, pause)])
+            audio = np.pad(audio, (0, max(0, 96_000 - len(audio))))  # at least 6 s
+            soundfile.write(folder / split / "long.flac", audio, 16_000)
+            entries.append(("long.flac", " ".join(r["text"] for r in parts)))
+        with open(folder / split / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(entries)
+
+
+def test_a_test_utterance_longer_than_the_window_is_heard_whole_by_training_and_evaluate(tmp_path) -> None:
+    """The demo Whisper's window is 3 s: a 6 s test utterance used to be dropped from the test set."""
+    _folder_with_a_long_test_utterance(tmp_path / "data")
+    data = ["data=audiofolder", f"data.data_dir={tmp_path / 'data'}", "data.duration_column=null"]
+    run = tmp_path / "run"
+    train(compose_config(["experiment=demo", *SHORT, *data, "model.generation_max_length=12"], run))
+    results = json.loads((run / "metrics.json").read_text())
+    assert results["test"]["num_samples"] == 4 and results["left_out"]["test"]["utterances"] == 0
+    overrides = [f"checkpoint={run / 'export'}", *data, "batch_size=4"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        scores = evaluate(compose_config(overrides, tmp_path / "evaluate", config_name="evaluate"))
+    assert scores["num_samples"] == 4
+    heard_by_evaluate = _predictions(tmp_path / "evaluate" / "predictions.jsonl")
+    assert heard_by_evaluate == _predictions(run / "test_predictions.jsonl")

@@ -14,6 +14,7 @@ from tests.conftest import transcribe_demo_test_files
 
 
 @pytest.mark.slow
+@pytest.mark.demo
 def test_demo_ctc_learns_the_bundled_speech_and_exports_a_working_model(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "asrkit", "experiment=demo_ctc", f"hydra.run.dir={tmp_path}",
                f"model.vocab_cache_dir={tmp_path}/vocab", "trainer.enable_progress_bar=false"]  # fmt: skip
