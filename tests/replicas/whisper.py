@@ -27,6 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import (
     GenerationConfig,
     WhisperConfig,
@@ -118,6 +119,7 @@ def build_whisper_replica(kind: str, directory: Path) -> Path:
         decoder_start_token_id=generation_config.decoder_start_token_id,
         suppress_tokens=generation_config.suppress_tokens, begin_suppress_tokens=[220, eot],
     )  # fmt: skip
+    torch.manual_seed(0)  # the same random weights whatever ran before (they decide how long generate() runs)
     model = WhisperForConditionalGeneration(config)
     model.generation_config = generation_config
     directory.mkdir(parents=True, exist_ok=True)
