@@ -191,3 +191,20 @@ def test_checkpoint_state_dict_reads_a_lightning_checkpoint_file(tmp_path: Path)
     torch.save({"state_dict": weights, "global_step": 3}, tmp_path / "last.ckpt")
     loaded = hardware.checkpoint_state_dict(tmp_path / "last.ckpt")
     assert torch.equal(loaded["model.weight"], weights["model.weight"])
+
+
+@pytest.mark.parametrize("experiment", ["demo", "demo_ctc", "demo_pretrain"])
+@pytest.mark.parametrize("cpu_bf16", ["0", "1"])
+def test_the_demos_train_in_fp32_whatever_the_cpu_says(experiment, cpu_bf16, tmp_path, monkeypatch) -> None:
+    """bf16 autocast stopped the CTC demo learning on a Xeon with AMX (issue 10): the demos pin fp32, so their
+    documented results hold on every CPU (experiments/demo_precision)."""
+    monkeypatch.setenv(hardware.CPU_BF16_VARIABLE, cpu_bf16)
+    assert hardware.resolve_precision(_hw(tmp_path, f"experiment={experiment}")) == "32-true"
+    expected = "bf16-mixed" if cpu_bf16 == "1" else "32-true"
+    assert hardware.resolve_precision(_hw(tmp_path, "hw=cpu")) == expected  # what the switch does elsewhere
+
+
+def test_a_cpu_bf16_override_that_is_not_0_or_1_names_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv(hardware.CPU_BF16_VARIABLE, "yes")
+    with pytest.raises(ValueError, match="ASRKIT_CPU_BF16='yes'"):
+        hardware.cpu_has_native_bf16()
