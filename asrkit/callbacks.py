@@ -27,8 +27,9 @@ class SpeechThroughput(L.Callback):
         self._last: float | None = None
         self.summary: dict[str, float] = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any,
-                           batch: dict[str, Any] | None, batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: dict[str, Any] | None, batch_idx: int
+    ) -> None:
         now = time.perf_counter()
         self._batches += 1
         if batch is not None and self._last is not None and trainer.global_step > self.warmup_steps:
@@ -45,9 +46,7 @@ class SpeechThroughput(L.Callback):
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         totals = torch.tensor([self.seconds, self.samples, self.audio_seconds], dtype=torch.float64)
         self.seconds, self.samples, self.audio_seconds = (
-            trainer.strategy.reduce(totals, reduce_op="mean").tolist()
-            if trainer.world_size > 1
-            else totals.tolist()
+            trainer.strategy.reduce(totals, reduce_op="mean").tolist() if trainer.world_size > 1 else totals.tolist()
         )
         self.summary = self._rates() if self.seconds > 0 else {}
 

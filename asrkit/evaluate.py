@@ -26,10 +26,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_CTC_MAPPING_NAMES,
-    MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES,
-)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
 from asrkit import metrics
 from asrkit.config import CONFIG_DIR, register_resolvers
@@ -51,9 +48,7 @@ class FeatureCollator:
     (:func:`asrkit.data.batching.pad_waveforms`): each waveform normalised over its own samples, then padded.
     """
 
-    def __init__(
-        self, feature_extractor: Any, max_input_seconds: float | None, waveforms: bool = False
-    ) -> None:
+    def __init__(self, feature_extractor: Any, max_input_seconds: float | None, waveforms: bool = False) -> None:
         self.feature_extractor = feature_extractor
         self.max_input_seconds = max_input_seconds  # Whisper's window: longer utterances go long-form
         self.waveforms = waveforms  # CTC: raw waveforms, each normalised alone (as in training)
@@ -83,9 +78,11 @@ class FeatureCollator:
             batch["inputs"] = {k: padded[k] for k in ("input_values", "attention_mask") if k in padded}
         elif kept:  # the others pad to the longest in the batch
             features = self.feature_extractor(
-                [example["audio"] for example in kept], sampling_rate=self.sampling_rate,
-                return_tensors="pt", padding=True,
-            )  # fmt: skip
+                [example["audio"] for example in kept],
+                sampling_rate=self.sampling_rate,
+                return_tensors="pt",
+                padding=True,
+            )
             batch["inputs"] = dict(features)
         return batch
 
@@ -123,9 +120,7 @@ class Recognizer:
                 f"checkpoint={checkpoint}: {config.model_type} ({heads or 'no architecture'}) has no speech "
                 "recognition head (CTC or sequence-to-sequence): fine-tune a pre-trained wav2vec2 first"
             )
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        )
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.dtype = DTYPES[dtype]
         self.model = model_class.from_pretrained(checkpoint, dtype=self.dtype).to(self.device).eval()
         if self.kind == "ctc" and self.model.main_input_name != "input_values":
@@ -150,9 +145,7 @@ class Recognizer:
             self.generate_kwargs["task"] = task
             if language:
                 self.generate_kwargs["language"] = language
-        log.info(
-            "checkpoint %s: %s (%s) on %s, %s", checkpoint, config.model_type, self.kind, self.device, dtype
-        )
+        log.info("checkpoint %s: %s (%s) on %s, %s", checkpoint, config.model_type, self.kind, self.device, dtype)
 
     @property
     def max_input_seconds(self) -> float | None:
@@ -171,9 +164,12 @@ class Recognizer:
         inputs = self._to_device(inputs)
         if self.kind == "ctc":  # greedy, each utterance as it decodes alone, as in training
             return greedy_transcribe(
-                self.model, self.processor.tokenizer, inputs["input_values"], torch.tensor(lengths),
+                self.model,
+                self.processor.tokenizer,
+                inputs["input_values"],
+                torch.tensor(lengths),
                 inputs.get("attention_mask"),
-            )  # fmt: skip
+            )
         if self.whisper:  # short utterances in one call, longer ones by long-form decoding
             return generate_texts(self.model, self.processor.tokenizer, **inputs, **self.generate_kwargs)
         generated = self.model.generate(**inputs, **self.generate_kwargs)
@@ -222,9 +218,14 @@ def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recogni
         module.export(workdir)
         checkpoint = str(workdir)
     return Recognizer(
-        checkpoint, device=cfg.device, dtype=dtype, language=cfg.language, task=cfg.task,
-        num_beams=cfg.num_beams, generation_max_length=cfg.generation_max_length,
-    )  # fmt: skip
+        checkpoint,
+        device=cfg.device,
+        dtype=dtype,
+        language=cfg.language,
+        task=cfg.task,
+        num_beams=cfg.num_beams,
+        generation_max_length=cfg.generation_max_length,
+    )
 
 
 def _left_out_line(left_out: dict[str, Any] | None) -> str:
@@ -237,17 +238,19 @@ def _left_out_line(left_out: dict[str, Any] | None) -> str:
 
 
 def _report(scores: dict[str, Any]) -> str:
-    return "\n".join([
-        f"checkpoint   {scores['checkpoint']}",
-        f"data         {scores['data']}, split {scores['split']}: {scores['num_samples']:.0f} utterances, "
-        f"{scores['audio_seconds'] / 3600:.3f} h of audio ({scores['num_skipped']} unreadable, skipped)",
-        _left_out_line(scores["left_out"]),
-        f"WER raw         {scores['wer_raw']:.2f} %",
-        f"WER normalised  {scores['wer']:.2f} % ({scores['normalizer']} normaliser)",
-        f"CER normalised  {scores['cer']:.2f} %",
-        f"speed           {scores['audio_seconds_per_second']:.2f} audio seconds per wall-clock second "
-        f"(real-time factor, wall / audio: {scores['real_time_factor']:.4f})",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"checkpoint   {scores['checkpoint']}",
+            f"data         {scores['data']}, split {scores['split']}: {scores['num_samples']:.0f} utterances, "
+            f"{scores['audio_seconds'] / 3600:.3f} h of audio ({scores['num_skipped']} unreadable, skipped)",
+            _left_out_line(scores["left_out"]),
+            f"WER raw         {scores['wer_raw']:.2f} %",
+            f"WER normalised  {scores['wer']:.2f} % ({scores['normalizer']} normaliser)",
+            f"CER normalised  {scores['cer']:.2f} %",
+            f"speed           {scores['audio_seconds_per_second']:.2f} audio seconds per wall-clock second "
+            f"(real-time factor, wall / audio: {scores['real_time_factor']:.4f})",
+        ]
+    )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -33,9 +33,7 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
 # top-level package -> the asrkit extra that installs it
-EXTRAS = {
-    "lightning_habana": "gaudi", "habana_frameworks": "gaudi", "deepspeed": "deepspeed", "mpi4py": "mpi",
-}  # fmt: skip
+EXTRAS = {"lightning_habana": "gaudi", "habana_frameworks": "gaudi", "deepspeed": "deepspeed", "mpi4py": "mpi"}
 # Lightning's DDP strategy names; each has a "<name>_find_unused_parameters_true" variant
 DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 # DeepSpeed config keys that asrkit sets from elsewhere (Lightning derives them from the Trainer and data)
@@ -209,13 +207,17 @@ def _find_unused_parameters(hw: Mapping[str, Any], node: Any) -> Any:
         if not issubclass(cls, DDPStrategy) or "deepspeed" in cls.__name__.lower():
             return node  # single-device strategies need nothing; DeepSpeed ZeRO ignores unused parameters
         if node.get("find_unused_parameters") is False:
-            raise ValueError("hw.strategy.find_unused_parameters=false, but the model skips layers "
-                             "(layerdrop > 0): remove the key or set the model's layerdrop to 0")  # fmt: skip
+            raise ValueError(
+                "hw.strategy.find_unused_parameters=false, but the model skips layers "
+                "(layerdrop > 0): remove the key or set the model's layerdrop to 0"
+            )
         node = {**_plain(node), "find_unused_parameters": True}
     elif node in DDP_NAMES or (node == "auto" and world_size(hw) > 1):
         if node == "auto" and hw["accelerator"] == "hpu":  # Lightning would pick HPUParallelStrategy
-            raise ValueError("hw.strategy=auto on several HPUs with layerdrop > 0: give hw.strategy an "
-                             "HPUDDPStrategy config (hw=gaudi_8x)")  # fmt: skip
+            raise ValueError(
+                "hw.strategy=auto on several HPUs with layerdrop > 0: give hw.strategy an "
+                "HPUDDPStrategy config (hw=gaudi_8x)"
+            )
         node = f"{'ddp' if node == 'auto' else node}_find_unused_parameters_true"
     else:
         return node  # one process, or a strategy name that is not DDP

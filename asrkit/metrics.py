@@ -19,10 +19,7 @@ UNKNOWN_CHARACTER = "\ue000"  # a private-use code point: kept by every normalis
 
 
 def error_rates(
-    references: Sequence[str],
-    hypotheses: Sequence[str],
-    normalizer: str = "basic",
-    unknown: str | None = None,
+    references: Sequence[str], hypotheses: Sequence[str], normalizer: str = "basic", unknown: str | None = None
 ) -> dict[str, float]:
     """WER on the raw strings, WER and CER after the ``normalizer`` (:func:`asrkit.data.text.text_normalizer`:
     ``basic`` or ``english``), all in percent. ``unknown`` is the recogniser's unknown token, if it has one.
@@ -64,7 +61,10 @@ def gather_predictions(module: Any, predictions: list[tuple[int, str, str]]) -> 
 
 
 def log_error_rates(
-    module: Any, predictions: list[tuple[int, str, str]], stage: str, normalizer: str = "basic",
+    module: Any,
+    predictions: list[tuple[int, str, str]],
+    stage: str,
+    normalizer: str = "basic",
     unknown: str | None = None,
 ) -> list[tuple[int, str, str]]:
     """Gather every rank's ``(index, reference, hypothesis)`` triples, log ``{stage}/wer``, ``wer_raw``,

@@ -35,9 +35,7 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, NORM_MODULES) or type(module).__name__.lower().endswith("norm")
 
 
-def parameter_groups(
-    model: nn.Module, weight_decay: float, no_decay: Collection[str]
-) -> list[dict[str, Any]]:
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay: Collection[str]) -> list[dict[str, Any]]:
     """Two groups: ``weight_decay`` on the trainable parameters, none on the kinds named in ``no_decay``.
 
     Kinds (``optimizer.no_decay``): ``bias`` (a name ending in ``bias``), ``norm`` (the parameters of a
@@ -50,9 +48,7 @@ def parameter_groups(
     """
     unknown = sorted(set(no_decay) - set(NO_DECAY_KINDS))
     if unknown:
-        raise ValueError(
-            f"optimizer.no_decay={list(no_decay)}: {unknown} unknown; choose from {NO_DECAY_KINDS}"
-        )
+        raise ValueError(f"optimizer.no_decay={list(no_decay)}: {unknown} unknown; choose from {NO_DECAY_KINDS}")
     undecayed = set()
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
@@ -140,8 +136,7 @@ def tri_stage_steps(schedule: Mapping[str, Any], total_steps: int) -> tuple[int,
             "trainer.max_steps summing to 1 (warm-up, hold, decay) unless all three *_steps are given"
         )
     warmup, hold, decay = (
-        int(steps) if steps is not None else int(ratio[stage] * total_steps)
-        for stage, steps in enumerate(given)
+        int(steps) if steps is not None else int(ratio[stage] * total_steps) for stage, steps in enumerate(given)
     )
     return warmup, hold, decay
 
@@ -174,25 +169,23 @@ def _check(schedule: Mapping[str, Any], total_steps: int) -> None:
     if min(stages) < 0:
         raise ValueError(f"optimizer.scheduler: tri_stage stage lengths {stages} must be >= 0")
     if sum(stages) > total_steps:
-        log.warning("tri_stage stages %s last %d steps, beyond trainer.max_steps=%d: training stops first",
-                    stages, sum(stages), total_steps)  # fmt: skip
+        log.warning(
+            "tri_stage stages %s last %d steps, beyond trainer.max_steps=%d: training stops first",
+            stages,
+            sum(stages),
+            total_steps,
+        )
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int
-) -> dict[str, Any]:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int) -> dict[str, Any]:
     """A Lightning scheduler dict that sets ``lr x lr_multiplier(step)`` every optimizer step."""
     schedule = dict(cfg["scheduler"])
     _check(schedule, total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, schedule, total_steps)
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, schedule, total_steps))
     return {"scheduler": scheduler, "interval": "step", "frequency": 1}
 
 
-def configure_optimizers(
-    model: nn.Module, cfg: Mapping[str, Any] | None, total_steps: int
-) -> dict[str, Any]:
+def configure_optimizers(model: nn.Module, cfg: Mapping[str, Any] | None, total_steps: int) -> dict[str, Any]:
     """What a module's ``configure_optimizers`` returns: the optimizer and its per-step schedule."""
     if cfg is None:
         raise ValueError("the model module needs the optimizer config: build it with optimizer=cfg.optimizer")

@@ -34,8 +34,14 @@ def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, when: 
     if "wer" not in scores:  # a module without transcripts (pre-training) reports its own metrics
         log.info("test %s training: %s", when, ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         return scores
-    log.info("test %s training: WER %.2f%% (raw %.2f%%), CER %.2f%% on %d utterances", when,
-             scores["wer"], scores["wer_raw"], scores["cer"], scores["num_samples"])  # fmt: skip
+    log.info(
+        "test %s training: WER %.2f%% (raw %.2f%%), CER %.2f%% on %d utterances",
+        when,
+        scores["wer"],
+        scores["wer_raw"],
+        scores["cer"],
+        scores["num_samples"],
+    )
     return scores
 
 
@@ -48,8 +54,13 @@ def _left_out(datamodule: Any) -> dict[str, Any]:
             continue
         left_out[split] = excluded
         if excluded["utterances"]:
-            log.warning("%s split: %d utterances (%.3f h) left out of the scores: %s", split,
-                        excluded["utterances"], excluded["hours"], excluded["reasons"])  # fmt: skip
+            log.warning(
+                "%s split: %d utterances (%.3f h) left out of the scores: %s",
+                split,
+                excluded["utterances"],
+                excluded["hours"],
+                excluded["reasons"],
+            )
     return left_out
 
 
@@ -57,9 +68,7 @@ def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any
     """Load the best weights by the monitored metric (val/wer -> best_val_wer) into ``module``."""
     best = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
     if best is None or not best.best_model_path:
-        log.warning(
-            "no validation ran, so there is no best checkpoint: testing and exporting the last weights"
-        )
+        log.warning("no validation ran, so there is no best checkpoint: testing and exporting the last weights")
         return {"best_checkpoint": None}
     module.load_state_dict(hardware.checkpoint_state_dict(best.best_model_path))  # a file, or DeepSpeed's dir
     log.info("best checkpoint: %s", best.best_model_path)
@@ -71,9 +80,7 @@ def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; return the best validation WER (what sweeps minimise)."""
     out = Path(cfg.paths.output_dir)
-    if (
-        logging.getLogger().hasHandlers()
-    ):  # Hydra logs to console and file; Lightning's handler would repeat it
+    if logging.getLogger().hasHandlers():  # Hydra logs to console and file; Lightning's handler would repeat it
         logging.getLogger("lightning").handlers.clear()
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
@@ -113,10 +120,7 @@ def train(cfg: DictConfig) -> float | None:
     results["throughput"] = {key.split("/")[-1]: value for key, value in speed.items()}
     if cfg.data.test_split:
         results["test"] = _test(trainer, module, datamodule, "after")
-    results["evaluation"] = {
-        "dtype": str(cfg.evaluation.dtype),
-        "normalizer": evaluation_normalizer(cfg.evaluation),
-    }
+    results["evaluation"] = {"dtype": str(cfg.evaluation.dtype), "normalizer": evaluation_normalizer(cfg.evaluation)}
     results["left_out"] = _left_out(datamodule)
 
     if trainer.is_global_zero:

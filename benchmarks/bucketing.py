@@ -46,10 +46,14 @@ def _skewed(examples: list[dict[str, Any]], seed: int) -> tuple[list[dict[str, A
     while start < len(examples):
         count = int(min(8, rng.geometric(0.45)))
         parts = examples[start : start + count]
-        joined.append({
-            "index": len(joined), "audio": np.concatenate([p["audio"] for p in parts]),
-            "text": " ".join(p["text"] for p in parts), "reference": " ".join(p["reference"] for p in parts),
-        })  # fmt: skip
+        joined.append(
+            {
+                "index": len(joined),
+                "audio": np.concatenate([p["audio"] for p in parts]),
+                "text": " ".join(p["text"] for p in parts),
+                "reference": " ".join(p["reference"] for p in parts),
+            }
+        )
         start += count
     return joined, [len(example["audio"]) / 16_000 for example in joined]
 
@@ -61,8 +65,9 @@ def _batches(kind: str, durations: list[float], batch_size: int, seed: int) -> l
     return list(BatchSampler(RandomSampler(range(len(durations)), generator=generator), batch_size, False))
 
 
-def _train_rate(module: Any, initial: dict[str, torch.Tensor], examples: list[dict[str, Any]],
-                batches: list[list[int]]) -> dict[str, float]:  # fmt: skip
+def _train_rate(
+    module: Any, initial: dict[str, torch.Tensor], examples: list[dict[str, Any]], batches: list[list[int]]
+) -> dict[str, float]:
     """Examples per wall second and per CPU second over ``batches``, after two untimed warm-up steps."""
     module.model.load_state_dict(initial)
     module.model.train()

@@ -73,14 +73,7 @@ def main() -> None:
     print(f"cpu: {torch.cpu.get_capabilities().get('cpu_name')}, {os.cpu_count()} cores, {bf16}")
     results = {}
     for variant in VARIANTS:
-        command = [
-            sys.executable,
-            __file__,
-            "--variant",
-            variant,
-            f"--steps={args.steps}",
-            f"--warmup={args.warmup}",
-        ]
+        command = [sys.executable, __file__, "--variant", variant, f"--steps={args.steps}", f"--warmup={args.warmup}"]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         results[variant] = json.loads(output.strip().splitlines()[-1])
     base = results["baseline"]["seconds_per_step"]

@@ -62,18 +62,13 @@ def measure(name: str, model: torch.nn.Module, batch: dict[str, torch.Tensor], w
     small = 0
     if "min_8bit_size" in cfg.factory:
         small = sum(
-            p.numel()
-            for g in optimizer.param_groups
-            for p in g["params"]
-            if p.numel() < cfg.factory.min_8bit_size
+            p.numel() for g in optimizer.param_groups for p in g["params"] if p.numel() < cfg.factory.min_8bit_size
         )
     return {"bytes": total, "by_dtype": by_dtype, "small": small, "target": cfg.factory._target_}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
@@ -84,9 +79,7 @@ def main() -> None:
         "input_features": torch.randn(1, 80, 3000, device=args.device),
         "labels": torch.randint(0, 51865, (1, 32), device=args.device),
     }
-    print(
-        f"whisper-base-sized random-init Whisper: {parameters / 1e6:.1f}M trainable parameters, {args.device}"
-    )
+    print(f"whisper-base-sized random-init Whisper: {parameters / 1e6:.1f}M trainable parameters, {args.device}")
     results = {}
     for name in OPTIMIZERS:
         model = copy.deepcopy(base).to(args.device)
@@ -101,8 +94,10 @@ def main() -> None:
     for name, r in results.items():
         dtypes = ", ".join(f"{d} {b / 2**20:.1f}" for d, b in r["by_dtype"].most_common())
         small = f"{r['small'] / 1e3:.0f}k ({r['small'] / parameters:.2%})" if r["small"] else "-"
-        print(f"| {name} | {r['target']} | {r['bytes'] / 2**20:.1f} | {r['bytes'] / parameters:.3f} | "
-              f"{r['bytes'] / baseline:.3f} | {dtypes} | {small} |")  # fmt: skip
+        print(
+            f"| {name} | {r['target']} | {r['bytes'] / 2**20:.1f} | {r['bytes'] / parameters:.3f} | "
+            f"{r['bytes'] / baseline:.3f} | {dtypes} | {small} |"
+        )
 
 
 if __name__ == "__main__":

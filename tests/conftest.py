@@ -23,10 +23,12 @@ CPU_BF16 = {"on": "1", "off": "0"}  # --cpu-bf16 -> ASRKIT_CPU_BF16 (asrkit.hard
 
 def pytest_addoption(parser) -> None:
     parser.addoption(
-        "--cpu-bf16", choices=["detect", *CPU_BF16], default="detect",
+        "--cpu-bf16",
+        choices=["detect", *CPU_BF16],
+        default="detect",
         help="what hw precision auto assumes of this CPU: on = bf16 autocast, off = fp32, detect = the "
         "processor's own answer (AVX512-BF16/AMX). CI runs the suite with on and with off.",
-    )  # fmt: skip
+    )
 
 
 def pytest_configure(config) -> None:
@@ -40,6 +42,7 @@ def pytest_report_header(config) -> str:
 
     chosen = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
     return f"asrkit: hw precision auto on this CPU = {chosen} (--cpu-bf16={config.getoption('--cpu-bf16')})"
+
 
 # A few steps, a few evaluation utterances.
 TINY_RUN = [

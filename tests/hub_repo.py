@@ -46,8 +46,11 @@ def build_hub_repo(
     """
     root = Path(root)
     source = iter(demo_rows("train"))
-    features = {"id": datasets.Value("string"), "audio": datasets.Audio(sampling_rate=16_000),
-                text_column: datasets.Value("string")}  # fmt: skip
+    features = {
+        "id": datasets.Value("string"),
+        "audio": datasets.Audio(sampling_rate=16_000),
+        text_column: datasets.Value("string"),
+    }
     if duration_column:
         features[duration_column] = datasets.Value("float32")
     ids: dict[tuple[str, str], list[str]] = {}
@@ -62,12 +65,17 @@ def build_hub_repo(
                 table = {
                     "id": [Path(row["file_name"]).name for row in part],
                     "audio": [
-                        {"bytes": b"no audio here" if Path(row["file_name"]).name in corrupt
-                         else Path(row["file_name"]).read_bytes(), "path": Path(row["file_name"]).name}
+                        {
+                            "bytes": b"no audio here"
+                            if Path(row["file_name"]).name in corrupt
+                            else Path(row["file_name"]).read_bytes(),
+                            "path": Path(row["file_name"]).name,
+                        }
                         for row in part
-                    ],  # fmt: skip
-                    text_column: [texts(row["text"], number + i) if texts else row["text"] for i, row in
-                                  enumerate(part)],  # fmt: skip
+                    ],
+                    text_column: [
+                        texts(row["text"], number + i) if texts else row["text"] for i, row in enumerate(part)
+                    ],
                 }
                 number += len(part)
                 if duration_column:

@@ -16,9 +16,13 @@ from asrkit.config import CONFIG_DIR, compose_config
 CONF = Path(CONFIG_DIR)
 GROUP_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.parent != CONF)
 # Options that need a value only the user can give.
-REQUIRED = {"data/audiofolder.yaml": ["data.data_dir=/tmp"], "data/manifest.yaml": ["data.data_dir=/tmp"],
-            "experiment/pretrain_base_fairseq.yaml": ["data.data_dir=/tmp"],
-            "data/voxpopuli.yaml": ["lang=de"], "data/mls.yaml": ["lang=de"]}  # no Hindi there
+REQUIRED = {
+    "data/audiofolder.yaml": ["data.data_dir=/tmp"],
+    "data/manifest.yaml": ["data.data_dir=/tmp"],
+    "experiment/pretrain_base_fairseq.yaml": ["data.data_dir=/tmp"],
+    "data/voxpopuli.yaml": ["lang=de"],
+    "data/mls.yaml": ["lang=de"],
+}  # no Hindi there
 
 
 def _targets(node: object) -> list[str]:
@@ -64,10 +68,14 @@ def test_misspelt_override_is_an_error_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_cli_prints_the_composed_config_and_rejects_typos(tmp_path: Path) -> None:
-    shown = subprocess.run([sys.executable, "-m", "asrkit", "experiment=demo", "--cfg", "job"],
-                           capture_output=True, text=True, check=True)  # fmt: skip
+    shown = subprocess.run(
+        [sys.executable, "-m", "asrkit", "experiment=demo", "--cfg", "job"], capture_output=True, text=True, check=True
+    )
     assert "whisper_tokenizer" in shown.stdout and "max_steps:" in shown.stdout
-    bad = subprocess.run([sys.executable, "-m", "asrkit", "optimizer.lrr=1e-4", f"hydra.run.dir={tmp_path}"],
-                         capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "asrkit", "optimizer.lrr=1e-4", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0
     assert "optimizer.lrr" in bad.stderr

@@ -30,26 +30,44 @@ from tests.test_ctc import LAYOUT
 UTTERANCES = 4  # demo test utterances heard by each of the three
 # two optimizer steps, one validation, the test; one utterance per forward pass in every path, so that what
 # is compared is the model, its processor and its generation settings, not batched arithmetic
-SHORT = [*TINY_RUN[1:], "trainer.max_steps=2", "trainer.val_check_interval=2",
-         f"data.max_eval_samples={UTTERANCES}", "data.eval_batch_size=1"]  # fmt: skip
+SHORT = [
+    *TINY_RUN[1:],
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    f"data.max_eval_samples={UTTERANCES}",
+    "data.eval_batch_size=1",
+]
 CASES = [("whisper", kind) for kind in WHISPER_KINDS] + [("ctc", kind) for kind in CTC_KINDS]
 
 
 def _fine_tune(family: str, kind: str, replica: Path, run: Path) -> None:
     if family == "whisper":
         english_only = "english" in kind
-        overrides = ["experiment=demo", "model.tokenizer=null", "model.generation_max_length=12",
-                     f"lang={'en' if english_only else 'hi'}"]  # fmt: skip
+        overrides = [
+            "experiment=demo",
+            "model.tokenizer=null",
+            "model.generation_max_length=12",
+            f"lang={'en' if english_only else 'hi'}",
+        ]
     else:
-        overrides = ["experiment=demo_ctc", f"model.vocab_cache_dir={run / 'vocab'}",
-                     "model.freeze_feature_encoder=true"]  # as model=wav2vec2_ctc fine-tunes a checkpoint
+        overrides = [
+            "experiment=demo_ctc",
+            f"model.vocab_cache_dir={run / 'vocab'}",
+            "model.freeze_feature_encoder=true",
+        ]  # as model=wav2vec2_ctc fine-tunes a checkpoint
         overrides += ["model.attn_implementation=eager"] if kind.startswith("wavlm") else []  # no SDPA
     train(compose_config([*overrides, *SHORT, f"model.name_or_path={replica}"], run))
 
 
 def _evaluate(export: Path, out: Path, english_only: bool) -> list[str]:
-    overrides = [f"checkpoint={export}", "data=demo", f"max_eval_samples={UTTERANCES}", "batch_size=1",
-                 "generation_max_length=12", f"lang={'en' if english_only else 'hi'}"]  # fmt: skip
+    overrides = [
+        f"checkpoint={export}",
+        "data=demo",
+        f"max_eval_samples={UTTERANCES}",
+        "batch_size=1",
+        "generation_max_length=12",
+        f"lang={'en' if english_only else 'hi'}",
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         evaluate(compose_config(overrides, out, config_name="evaluate"))
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -92,15 +110,17 @@ def _check_export(family: str, kind: str, replica: Path, export: Path) -> None:
     assert len(loaded) == len(kept) == 1 and torch.equal(loaded[0], kept[0])
 
 
-
 def _predictions(path: Path) -> dict[int, str]:
     return {row["id"]: row["hypothesis"] for row in map(json.loads, path.read_text().splitlines())}
 
 
 def _folder_with_a_long_test_utterance(folder: Path) -> None:
     """An audiofolder of demo utterances whose test split also holds one of 6 s (three, with pauses)."""
-    splits = {"train": demo_rows("train")[:16], "validation": demo_rows("validation")[:2],
-              "test": demo_rows("test")[:3]}  # fmt: skip
+    splits = {
+        "train": demo_rows("train")[:16],
+        "validation": demo_rows("validation")[:2],
+        "test": demo_rows("test")[:3],
+    }
     for split, rows in splits.items():
         (folder / split).mkdir(parents=True)
         entries = [("file_name", "text")]

@@ -121,16 +121,19 @@ def test_a_pretraining_save_pretrained_dir_loads_its_encoder_with_a_new_ctc_head
     assert module.model.lm_head.out_features == len(module.collator.tokenizer)
     assert module.model.config.pad_token_id == module.collator.tokenizer.pad_token_id
     assert module.model.config.ctc_zero_infinity and module.model.config.layerdrop == 0.0
-    batch = module.collator([{"index": 0, "audio": np.zeros(16_000, np.float32) + 0.01, "text": "हवा नया",
-                              "reference": "हवा नया"}])  # fmt: skip
+    batch = module.collator(
+        [{"index": 0, "audio": np.zeros(16_000, np.float32) + 0.01, "text": "हवा नया", "reference": "हवा नया"}]
+    )
     inputs = {key: batch[key] for key in ("input_values", "attention_mask", "labels")}
     assert torch.isfinite(module.model(**inputs).loss)
 
 
 # loss and decoding --------------------------------------------------------------------------------
 TEXTS = ["मित्र हवा", "नया", "हवा नया मित्र"]
-GROUP_NORM = [f"model.random_init.{key}={value}" for key, value in
-              (("feat_extract_norm", "group"), ("do_stable_layer_norm", "false"))]  # fmt: skip
+GROUP_NORM = [
+    f"model.random_init.{key}={value}"
+    for key, value in (("feat_extract_norm", "group"), ("do_stable_layer_norm", "false"))
+]
 
 
 def _module(tmp_path: Path, *overrides: str) -> Wav2Vec2CTCModule:
@@ -143,8 +146,15 @@ def _module(tmp_path: Path, *overrides: str) -> Wav2Vec2CTCModule:
 
 def _examples(lengths: tuple[int, ...]) -> list[dict]:
     rng = np.random.default_rng(0)
-    return [{"index": i, "audio": (0.1 * rng.standard_normal(n) + 0.02).astype(np.float32),
-             "text": TEXTS[i % 3], "reference": TEXTS[i % 3]} for i, n in enumerate(lengths)]  # fmt: skip
+    return [
+        {
+            "index": i,
+            "audio": (0.1 * rng.standard_normal(n) + 0.02).astype(np.float32),
+            "text": TEXTS[i % 3],
+            "reference": TEXTS[i % 3],
+        }
+        for i, n in enumerate(lengths)
+    ]
 
 
 def test_the_ctc_loss_runs_in_float32_under_bf16_autocast_as_transformers_computes_it(tmp_path: Path) -> None:
@@ -178,6 +188,7 @@ def test_validation_decodes_each_utterance_as_it_decodes_alone(norm: str, tmp_pa
     assert module.feature_extractor.return_attention_mask == (norm == "layer")
     module.eval()
     examples = _examples((16_000, 6_400, 11_000, 6_400))
+
     def transcribe(batch: dict) -> list[str]:
         return module.transcribe(batch["input_values"], batch["input_lengths"], batch.get("attention_mask"))
 
@@ -231,8 +242,12 @@ def test_load_from_checkpoint_rebuilds_the_network_from_the_stored_vocabulary(sh
 
 def test_resume_continues_at_the_saved_global_step(short_run: Path, tmp_path: Path) -> None:
     last = short_run / "checkpoints" / "last.ckpt"
-    train(compose_config(_ctc_run(short_run, "export=false", "data.test_split=null", "trainer.max_steps=7",
-                                  f"ckpt_path={last}"), tmp_path))  # fmt: skip
+    train(
+        compose_config(
+            _ctc_run(short_run, "export=false", "data.test_split=null", "trainer.max_steps=7", f"ckpt_path={last}"),
+            tmp_path,
+        )
+    )
     assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 7
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     steps = [event.step for event in events.Scalars("train/loss")]
@@ -241,8 +256,14 @@ def test_resume_continues_at_the_saved_global_step(short_run: Path, tmp_path: Pa
 
 def test_resuming_on_data_that_gives_another_vocabulary_is_an_error(short_run: Path, tmp_path: Path) -> None:
     last = short_run / "checkpoints" / "last.ckpt"
-    changed = _ctc_run(short_run, "export=false", "data.test_split=null", "trainer.max_steps=7",
-                       f"ckpt_path={last}", "data.chars_to_ignore=['म']")  # fmt: skip
+    changed = _ctc_run(
+        short_run,
+        "export=false",
+        "data.test_split=null",
+        "trainer.max_steps=7",
+        f"ckpt_path={last}",
+        "data.chars_to_ignore=['म']",
+    )
     with pytest.raises(ValueError, match="vocabulary"):
         train(compose_config(changed, tmp_path))
 
@@ -258,8 +279,17 @@ def test_random_init_takes_another_family_and_refuses_what_it_cannot_run(tmp_pat
 
 
 # config-faithful replicas of published checkpoints -----------------------------------------------
-LAYOUT = ("model_type", "feat_extract_norm", "do_stable_layer_norm", "conv_bias", "conv_kernel",
-          "conv_stride", "feat_extract_activation", "hidden_act", "num_conv_pos_embeddings")  # fmt: skip
+LAYOUT = (
+    "model_type",
+    "feat_extract_norm",
+    "do_stable_layer_norm",
+    "conv_bias",
+    "conv_kernel",
+    "conv_stride",
+    "feat_extract_activation",
+    "hidden_act",
+    "num_conv_pos_embeddings",
+)
 
 
 @pytest.mark.parametrize("kind", CTC_KINDS)

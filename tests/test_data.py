@@ -24,8 +24,9 @@ DEMO = Path(asset_path("demo_speech"))
 def collator() -> WhisperCollator:
     tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
     tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
-    return WhisperCollator(WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448,
-                           max_input_seconds=3.0)  # fmt: skip
+    return WhisperCollator(
+        WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448, max_input_seconds=3.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,9 +78,14 @@ def _small_audiofolder(root: Path, count: int = 6) -> list[dict[str, str]]:
 
 def _datamodule(root: Path, collator: WhisperCollator, **kwargs) -> ASRDataModule:
     settings = dict(
-        path="audiofolder", data_dir=str(root), train_split="train", validation_split="validation",
-        test_split="test", global_batch_size=4, collator=collator,
-    )  # fmt: skip
+        path="audiofolder",
+        data_dir=str(root),
+        train_split="train",
+        validation_split="validation",
+        test_split="test",
+        global_batch_size=4,
+        collator=collator,
+    )
     return ASRDataModule(**(settings | kwargs))
 
 
@@ -129,9 +135,16 @@ def test_overlong_labels_are_dropped_with_a_count(tmp_path: Path, collator, capl
 
 
 def test_whisper_batch_layout(collator) -> None:
-    datamodule = ASRDataModule(path="audiofolder", data_dir=str(DEMO), train_split="validation",
-                               validation_split="validation", duration_column="duration",
-                               global_batch_size=4, max_train_samples=4, collator=collator)  # fmt: skip
+    datamodule = ASRDataModule(
+        path="audiofolder",
+        data_dir=str(DEMO),
+        train_split="validation",
+        validation_split="validation",
+        duration_column="duration",
+        global_batch_size=4,
+        max_train_samples=4,
+        collator=collator,
+    )
     datamodule.setup("fit")
     batch = next(iter(datamodule.val_dataloader()))
     labels = batch["labels"]
@@ -162,8 +175,10 @@ def test_validation_and_test_are_scored_whole_unless_an_eval_filter_is_set(tmp_p
     filtered.setup("test")
     assert len(filtered.datasets["test"]) == len(rows) - 1
     assert filtered.excluded["test"] == {
-        "utterances": 1, "hours": pytest.approx(4 / 3600), "reasons": {"duration outside [0.0, 3.0] s": 1},
-    }  # fmt: skip
+        "utterances": 1,
+        "hours": pytest.approx(4 / 3600),
+        "reasons": {"duration outside [0.0, 3.0] s": 1},
+    }
 
 
 def test_missing_transcripts_are_kept_when_text_is_not_required(tmp_path: Path, collator) -> None:
@@ -186,7 +201,7 @@ def test_references_are_scored_as_the_labels_are_written(tmp_path: Path, collato
     rows = _small_audiofolder(tmp_path, count=2)
     sentence = "Twenty-one rock'n'roll fans, all well-known."
     for split in ("train", "validation", "test"):
-        lines = [f"{r['file_name']},\"{sentence}\"" for r in rows]
+        lines = [f'{r["file_name"]},"{sentence}"' for r in rows]
         (tmp_path / split / "metadata.csv").write_text("\n".join(["file_name,text", *lines]))
     recipe = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]  # run_speech_recognition_ctc's
     datamodule = _datamodule(tmp_path, collator, chars_to_ignore=recipe, do_lower_case=True)
@@ -195,5 +210,8 @@ def test_references_are_scored_as_the_labels_are_written(tmp_path: Path, collato
     assert example["text"] == "twentyone rock'n'roll fans all wellknown"
     assert example["reference"] == example["text"]
     assert error_rates([example["reference"]], [example["text"]]) == {
-        "wer_raw": 0.0, "wer": 0.0, "cer": 0.0, "num_samples": 1.0,
-    }  # fmt: skip
+        "wer_raw": 0.0,
+        "wer": 0.0,
+        "cer": 0.0,
+        "num_samples": 1.0,
+    }

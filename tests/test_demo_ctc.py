@@ -16,8 +16,15 @@ from tests.conftest import transcribe_demo_test_files
 @pytest.mark.slow
 @pytest.mark.demo
 def test_demo_ctc_learns_the_bundled_speech_and_exports_a_working_model(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "asrkit", "experiment=demo_ctc", f"hydra.run.dir={tmp_path}",
-               f"model.vocab_cache_dir={tmp_path}/vocab", "trainer.enable_progress_bar=false"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "asrkit",
+        "experiment=demo_ctc",
+        f"hydra.run.dir={tmp_path}",
+        f"model.vocab_cache_dir={tmp_path}/vocab",
+        "trainer.enable_progress_bar=false",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     output = run.stdout + run.stderr  # Hydra's console log goes to stdout
     assert run.returncode == 0, output[-3000:]

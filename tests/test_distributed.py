@@ -27,15 +27,21 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 900  # seconds per launch; a hung collective fails the test instead of the suite
 # Two optimizer steps of 8 examples per process, one validation, a few short evaluations.
 SHRINK = {
-    "trainer.max_steps": 2, "trainer.val_check_interval": 2, "data.max_train_samples": 32,
-    "data.max_eval_samples": 4, "data.per_device_batch_size": 8, "model.generation_max_length": 8,
-}  # fmt: skip
+    "trainer.max_steps": 2,
+    "trainer.val_check_interval": 2,
+    "data.max_train_samples": 32,
+    "data.max_eval_samples": 4,
+    "data.per_device_batch_size": 8,
+    "model.generation_max_length": 8,
+}
 DEEPSPEED_CPU = {
-    "hw": "a100_deepspeed", "hw.accelerator": "cpu", "hw.devices": 2,
+    "hw": "a100_deepspeed",
+    "hw.accelerator": "cpu",
+    "hw.devices": 2,
     "hw.strategy._target_": "tests.cpu_deepspeed.CPUDeepSpeedStrategy",
     "hw.strategy.process_group_backend": "gloo",
     "hw.precision": "32-true",  # bf16 DeepSpeed casts the whole model: ~1 min a CPU step here, vs ~3 s
-}  # fmt: skip
+}
 
 
 def _overrides(**changes: object) -> list[str]:
@@ -54,8 +60,7 @@ def _env() -> dict[str, str]:
 
 def _run(command: list[str], cwd: Path, log: Path) -> str:
     with log.open("w") as out:
-        done = subprocess.run(command, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
-                              timeout=TIMEOUT)  # fmt: skip
+        done = subprocess.run(command, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT)
     text = log.read_text()
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{text[-6000:]}"
     return text
@@ -106,8 +111,14 @@ def test_ddp_cpu_trains_in_one_run_dir_logs_once_and_resumes(tmp_path: Path) -> 
 
     resumed = tmp_path / "resumed"
     last = run / "checkpoints" / "last.ckpt"
-    overrides = _overrides(hw="ddp_cpu", export="false", data__test_split="null", trainer__max_steps=4,
-                           ckpt_path=last, hydra__run__dir=resumed)  # fmt: skip
+    overrides = _overrides(
+        hw="ddp_cpu",
+        export="false",
+        data__test_split="null",
+        trainer__max_steps=4,
+        ckpt_path=last,
+        hydra__run__dir=resumed,
+    )
     _asrkit(overrides, work, tmp_path / "resumed.log")
     assert _metrics(resumed)["global_step"] == 4
     assert min(_logged_steps(resumed)) >= 2, "the resumed run restarted from step 0"
@@ -116,12 +127,22 @@ def test_ddp_cpu_trains_in_one_run_dir_logs_once_and_resumes(tmp_path: Path) -> 
 def test_two_torchrun_nodes_on_loopback_train_together(tmp_path: Path) -> None:
     run, port = tmp_path / "run", _free_port()
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    overrides = _overrides(hw="multi_node", hw__num_nodes=2, hw__devices=1, hw__accelerator="cpu",
-                           export="false", hydra__run__dir=run)  # fmt: skip
+    overrides = _overrides(
+        hw="multi_node", hw__num_nodes=2, hw__devices=1, hw__accelerator="cpu", export="false", hydra__run__dir=run
+    )
     nodes = []
     for rank in (0, 1):
-        command = [torchrun, "--nnodes=2", f"--node_rank={rank}", "--master_addr=127.0.0.1",
-                   f"--master_port={port}", "--nproc_per_node=1", "-m", "asrkit", *overrides]  # fmt: skip
+        command = [
+            torchrun,
+            "--nnodes=2",
+            f"--node_rank={rank}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            "--nproc_per_node=1",
+            "-m",
+            "asrkit",
+            *overrides,
+        ]
         log = (tmp_path / f"node{rank}.log").open("w")
         process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         nodes.append((process, log))
@@ -146,8 +167,16 @@ def test_a_sweep_of_ddp_jobs_under_torchrun_runs_each_job_once(tmp_path: Path) -
     sweep = tmp_path / "sweep"
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     overrides = _overrides(hw="ddp_cpu", export="false", data__test_split="null", hydra__sweep__dir=sweep)
-    command = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "asrkit", "-m", *overrides,
-               "optimizer.lr=1e-3,2e-3"]  # fmt: skip
+    command = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "asrkit",
+        "-m",
+        *overrides,
+        "optimizer.lr=1e-3,2e-3",
+    ]
     text = _run(command, tmp_path, tmp_path / "sweep.log")
     assert text.count("Launching 2 jobs") == 2  # one sweep per rank, none nested in a job
     assert sorted(path.name for path in sweep.iterdir() if path.is_dir()) == ["0", "1"]
@@ -178,8 +207,14 @@ def test_deepspeed_zero2_on_two_cpu_processes_resumes_and_exports_a_full_model(t
     audio, rate = soundfile.read(Path(asset_path("demo_speech")) / "test" / "test_0000.flac", dtype="float32")
     assert isinstance(recognizer({"raw": audio, "sampling_rate": rate})["text"], str)
 
-    resumed = _overrides(**DEEPSPEED_CPU, hydra__run__dir=second, trainer__max_steps=4, export="false",
-                         data__test_split="null", ckpt_path=last)  # fmt: skip
+    resumed = _overrides(
+        **DEEPSPEED_CPU,
+        hydra__run__dir=second,
+        trainer__max_steps=4,
+        export="false",
+        data__test_split="null",
+        ckpt_path=last,
+    )
     _asrkit(resumed, REPO, tmp_path / "second.log")
     assert _metrics(second)["global_step"] == 4
     assert min(_logged_steps(second)) >= 2, "the resumed run restarted from step 0"

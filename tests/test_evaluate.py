@@ -125,9 +125,17 @@ def test_transcribe_writes_text_for_a_folder(evaluated, run: Path, tmp_path: Pat
 
 @pytest.mark.slow
 def test_the_evaluate_command(run: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "asrkit.evaluate", f"checkpoint={run / 'export'}", "data=demo",
-               "max_eval_samples=2", "batch_size=2", "generation_max_length=4",
-               f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "asrkit.evaluate",
+        f"checkpoint={run / 'export'}",
+        "data=demo",
+        "max_eval_samples=2",
+        "batch_size=2",
+        "generation_max_length=4",
+        f"hydra.run.dir={tmp_path}",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "WER normalised" in done.stdout and "real-time factor" in done.stdout
     assert len(_predictions(tmp_path)) == 2 and (tmp_path / "metrics.json").is_file()
@@ -143,10 +151,19 @@ def _tiny_ctc_export(directory: Path, norm: str = "layer") -> Path:
     tokenizer = Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), word_delimiter_token="|")
     extractor = Wav2Vec2FeatureExtractor(return_attention_mask=norm == "layer")
     config = Wav2Vec2Config(
-        vocab_size=len(vocab), pad_token_id=0, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, conv_dim=(32, 32), conv_stride=(5, 64), conv_kernel=(10, 64),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm=norm,
-    )  # fmt: skip
+        vocab_size=len(vocab),
+        pad_token_id=0,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32),
+        conv_stride=(5, 64),
+        conv_kernel=(10, 64),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm=norm,
+    )
     torch.manual_seed(0)
     Wav2Vec2ForCTC(config).save_pretrained(directory)
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
@@ -159,8 +176,9 @@ def test_a_ctc_export_is_evaluated_by_greedy_decoding(tmp_path: Path) -> None:
     for batch_size in (1, 4):  # padding must not change what a file decodes to
         overrides = [f"checkpoint={export}", "data=demo", "max_eval_samples=4", f"batch_size={batch_size}"]
         with contextlib.redirect_stdout(io.StringIO()) as printed:
-            scores = evaluate(compose_config(overrides + ["split=validation"], tmp_path / f"{batch_size}",
-                                             config_name="evaluate"))  # fmt: skip
+            scores = evaluate(
+                compose_config(overrides + ["split=validation"], tmp_path / f"{batch_size}", config_name="evaluate")
+            )
         runs[batch_size] = _predictions(tmp_path / f"{batch_size}")
     predictions = runs[4]
     assert len(predictions) == 4 and scores["num_samples"] == 4 and "CER normalised" in printed.getvalue()

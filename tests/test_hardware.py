@@ -16,9 +16,18 @@ from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config
 
 LAUNCHER_VARIABLES = [
-    "TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME",
-    "SLURM_JOB_NUM_NODES", "SLURM_NNODES", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_SIZE",
-]  # fmt: skip
+    "TORCHELASTIC_RUN_ID",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "SLURM_NTASKS",
+    "SLURM_JOB_NAME",
+    "SLURM_JOB_NUM_NODES",
+    "SLURM_NNODES",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "PMI_SIZE",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +55,13 @@ TORCHRUN_4x8 = {"TORCHELASTIC_RUN_ID": "job", "WORLD_SIZE": "32", "LOCAL_WORLD_S
     ids=["1x1", "8x1", "8x4"],
 )
 def test_accumulation_keeps_the_global_batch_on_any_hardware(
-    overrides: list[str], launcher: dict[str, str], world: int, accumulation: int, tmp_path: Path,
+    overrides: list[str],
+    launcher: dict[str, str],
+    world: int,
+    accumulation: int,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     for name, value in launcher.items():
         monkeypatch.setenv(name, value)
     hw = _hw(tmp_path, *overrides)
@@ -132,10 +145,8 @@ def test_a100_profiles_build_their_strategies_and_need_a_gpu(tmp_path: Path) -> 
         ("+hw.deepspeed.optimizer.type=AdamW", "hw.deepspeed.optimizer"),
         ("hw.deepspeed.zero_optimization.stage=3", "hw.deepspeed.zero_optimization.stage=3"),
     ],
-)  # fmt: skip
-def test_deepspeed_config_rejects_auto_and_derived_keys_naming_them(
-    override: str, key: str, tmp_path: Path
-) -> None:
+)
+def test_deepspeed_config_rejects_auto_and_derived_keys_naming_them(override: str, key: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         hardware.build_strategy(_hw(tmp_path, "hw=a100_deepspeed", override))
 
@@ -172,9 +183,12 @@ def test_a_gaudi_run_stops_with_a_clear_error_on_this_machine(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     ("profile", "package", "extra"),
-    [("gaudi_1x", "lightning_habana", "gaudi"), ("gaudi_8x", "lightning_habana", "gaudi"),
-     ("a100_deepspeed", "deepspeed", "deepspeed")],
-)  # fmt: skip
+    [
+        ("gaudi_1x", "lightning_habana", "gaudi"),
+        ("gaudi_8x", "lightning_habana", "gaudi"),
+        ("a100_deepspeed", "deepspeed", "deepspeed"),
+    ],
+)
 def test_a_missing_platform_package_is_a_one_line_hint_naming_the_extra(
     profile: str, package: str, extra: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -99,8 +99,14 @@ def test_malformed_manifest_names_file_and_line(tmp_path: Path) -> None:
 def test_text_free_data_is_kept_only_when_text_is_not_required(tmp_path: Path) -> None:
     audio = _audio_folder(tmp_path / "audio")
     write_manifests(audio, tmp_path / "m", valid_percent=0.0)
-    settings = dict(path="manifest", data_dir=str(tmp_path / "m"), train_split="train",
-                    validation_split="train", global_batch_size=2, collator=_AudioOnlyCollator())  # fmt: skip
+    settings = dict(
+        path="manifest",
+        data_dir=str(tmp_path / "m"),
+        train_split="train",
+        validation_split="train",
+        global_batch_size=2,
+        collator=_AudioOnlyCollator(),
+    )
     datamodule = ASRDataModule(require_text=False, **settings)
     datamodule.setup("fit")
     assert len(datamodule.datasets["train"]) == len(LENGTHS)

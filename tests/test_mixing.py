@@ -43,8 +43,11 @@ def test_interleaving_honours_the_probabilities(streaming: bool, probabilities: 
         share = drawn.count(name) / DRAWS
         assert share == pytest.approx(probability, abs=0.035), (name, share)  # > 3.5 standard deviations
     for name in parts:  # each source's examples come in their own order, none twice
-        numbers = [int(row["text"].split()[1]) for _, row in zip(range(DRAWS), mixed, strict=False)
-                   if row["text"].startswith(name + " ")]  # fmt: skip
+        numbers = [
+            int(row["text"].split()[1])
+            for _, row in zip(range(DRAWS), mixed, strict=False)
+            if row["text"].startswith(name + " ")
+        ]
         assert numbers == list(range(len(numbers)))
 
 
@@ -68,11 +71,13 @@ def test_sources_inherit_columns_and_splits_but_not_the_dataset() -> None:
 
 @pytest.mark.parametrize(
     ("texts", "expected"),
-    [(["Hello, world.", "It's fine!"], ("mixed case", "punctuated")),
-     (["hello world", "it's fine"], ("lower case", "unpunctuated")),
-     (["HELLO WORLD", "IT'S FINE"], ("upper case", "unpunctuated")),
-     (["गाँव पिता सुबह।", "छोटा क्षेत्र।"], ("uncased script", "punctuated"))],
-)  # fmt: skip
+    [
+        (["Hello, world.", "It's fine!"], ("mixed case", "punctuated")),
+        (["hello world", "it's fine"], ("lower case", "unpunctuated")),
+        (["HELLO WORLD", "IT'S FINE"], ("upper case", "unpunctuated")),
+        (["गाँव पिता सुबह।", "छोटा क्षेत्र।"], ("uncased script", "punctuated")),
+    ],
+)
 def test_transcript_conventions(texts: list[str], expected: tuple[str, str]) -> None:
     assert transcript_convention(texts) == expected
 
@@ -97,22 +102,39 @@ def test_a_source_with_another_convention_is_named(caplog) -> None:
 def collator() -> WhisperCollator:
     tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
     tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
-    return WhisperCollator(WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448,
-                           max_input_seconds=3.0)  # fmt: skip
+    return WhisperCollator(
+        WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448, max_input_seconds=3.0
+    )
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_data_mix_through_the_datamodule(tmp_path: Path, collator, caplog, streaming: bool) -> None:
     """conf/data/mix.yaml with two local hub repositories: one cased and punctuated, one plain."""
-    build_hub_repo(tmp_path / "a", {"train": 6, "dev": 3}, text_column="sentence",
-                   texts=lambda text, n: f"Number {n}, said {text}.")  # fmt: skip
-    build_hub_repo(tmp_path / "b", {"train": 4, "test": 2}, text_column="transcription",
-                   texts=lambda text, n: f"number {n} said {text}")  # fmt: skip
+    build_hub_repo(
+        tmp_path / "a",
+        {"train": 6, "dev": 3},
+        text_column="sentence",
+        texts=lambda text, n: f"Number {n}, said {text}.",
+    )
+    build_hub_repo(
+        tmp_path / "b",
+        {"train": 4, "test": 2},
+        text_column="transcription",
+        texts=lambda text, n: f"number {n} said {text}",
+    )
     a = f"a: {{path: '{tmp_path / 'a'}', name: hi, validation_split: dev, test_split: null, probability: .5}}"
-    b = (f"b: {{path: '{tmp_path / 'b'}', name: hi, text_column: transcription, validation_split: null, "
-         "probability: .5}")  # fmt: skip
-    overrides = ["data=mix", "~data.sources", f"+data.sources={{{a}, {b}}}", f"data.streaming={streaming}",
-                 "data.shuffle_buffer_size=0", "data.num_workers=0"]  # fmt: skip
+    b = (
+        f"b: {{path: '{tmp_path / 'b'}', name: hi, text_column: transcription, validation_split: null, "
+        "probability: .5}"
+    )
+    overrides = [
+        "data=mix",
+        "~data.sources",
+        f"+data.sources={{{a}, {b}}}",
+        f"data.streaming={streaming}",
+        "data.shuffle_buffer_size=0",
+        "data.num_workers=0",
+    ]
     cfg = compose_config(overrides, tmp_path / "run")
     data = {key: value for key, value in cfg.data.items() if key != "_target_"}
     datamodule = ASRDataModule(**data | {"cache_dir": str(tmp_path / "cache")}, collator=collator)
@@ -126,8 +148,9 @@ def test_data_mix_through_the_datamodule(tmp_path: Path, collator, caplog, strea
         validation = [r for batch in datamodule.val_dataloader() for r in batch["references"]]
         test = [r for batch in datamodule.test_dataloader() for r in batch["references"]]
     else:
-        train, validation, test = (list(datamodule.datasets[split].dataset["text"])
-                                   for split in ("train", "validation", "test"))  # fmt: skip
+        train, validation, test = (
+            list(datamodule.datasets[split].dataset["text"]) for split in ("train", "validation", "test")
+        )
     assert {text.split()[0] for text in train} == {"Number", "number"}  # both sources in training
     assert len(validation) == 3 and all(text.startswith("Number") for text in validation)  # a's dev only
     assert len(test) == 2 and all(text.startswith("number") for text in test)  # b's test only

@@ -17,9 +17,18 @@ from asrkit import optim
 from tests.conftest import compose_config
 
 OPTIMIZERS = ["adamw", "adam8bit", "adafactor"]
-_TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                      conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), vocab_size=8,
-                      num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)  # fmt: skip
+_TINY_WAV2VEC2 = dict(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(8, 8),
+    conv_kernel=(10, 3),
+    conv_stride=(5, 2),
+    vocab_size=8,
+    num_conv_pos_embeddings=4,
+    num_conv_pos_embedding_groups=2,
+)
 
 
 def _lrs(optimizer_cfg: list[str], total_steps: int, steps: list[int], tmp_path: Path) -> list[float]:
@@ -44,9 +53,7 @@ def test_linear_schedule_warms_up_then_decays_to_zero(tmp_path: Path) -> None:
 def test_cosine_schedule_and_its_floor(tmp_path: Path) -> None:
     overrides = ["optimizer/scheduler=cosine", "optimizer.scheduler.warmup_steps=0"]
     lrs = _lrs(overrides, 100, [0, 25, 50, 75, 100], tmp_path)
-    assert lrs == pytest.approx(
-        [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 - math.cos(math.pi / 4)), 0]
-    )
+    assert lrs == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 - math.cos(math.pi / 4)), 0])
     floor = _lrs([*overrides, "optimizer.scheduler.min_lr_ratio=0.1"], 100, [50, 100, 120], tmp_path)
     assert floor == pytest.approx([0.55, 0.1, 0.1])
 
@@ -63,8 +70,11 @@ def test_tri_stage_schedule_from_phase_ratios(tmp_path: Path) -> None:
 
 
 def test_tri_stage_stage_given_in_steps_wins_over_its_ratio(tmp_path: Path) -> None:
-    overrides = ["optimizer/scheduler=tri_stage", "optimizer.scheduler.warmup_steps=20",
-                 "optimizer.scheduler.final_lr_scale=0.1"]  # fmt: skip
+    overrides = [
+        "optimizer/scheduler=tri_stage",
+        "optimizer.scheduler.warmup_steps=20",
+        "optimizer.scheduler.final_lr_scale=0.1",
+    ]
     # warm-up 0..19, hold 20..419, decay 420..919 (the ratios' 400 and 500 steps), then 0.1
     lrs = _lrs(overrides, 1000, [10, 20, 419, 420, 670, 920], tmp_path)
     assert lrs == pytest.approx([0.01 + 0.99 * 0.5, 1.0, 1.0, 1.0, math.sqrt(0.1), 0.1])
@@ -106,14 +116,29 @@ def _groups_by_name(
 
 
 def test_no_decay_on_biases_norms_and_vectors_but_on_matrices_and_embeddings() -> None:
-    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4), nn.GroupNorm(2, 4),
-                          nn.BatchNorm1d(4), _CustomRMSNorm(4), nn.Conv1d(4, 4, 3))  # fmt: skip
+    model = nn.Sequential(
+        nn.Embedding(10, 4),
+        nn.Linear(4, 4),
+        nn.LayerNorm(4),
+        nn.GroupNorm(2, 4),
+        nn.BatchNorm1d(4),
+        _CustomRMSNorm(4),
+        nn.Conv1d(4, 4, 3),
+    )
     model[1].requires_grad_(False)
     decay = _groups_by_name(model)
     assert decay == {
-        "0.weight": 0.1, "2.weight": 0.0, "2.bias": 0.0, "3.weight": 0.0, "3.bias": 0.0,
-        "4.weight": 0.0, "4.bias": 0.0, "5.weight": 0.0, "6.weight": 0.1, "6.bias": 0.0,
-    }  # fmt: skip  # the frozen Linear is left out
+        "0.weight": 0.1,
+        "2.weight": 0.0,
+        "2.bias": 0.0,
+        "3.weight": 0.0,
+        "3.bias": 0.0,
+        "4.weight": 0.0,
+        "4.bias": 0.0,
+        "5.weight": 0.0,
+        "6.weight": 0.1,
+        "6.bias": 0.0,
+    }  # the frozen Linear is left out
 
 
 def test_no_decay_names_the_kinds_left_undecayed() -> None:
@@ -163,15 +188,10 @@ def test_build_optimizer_puts_no_decay_group_at_zero(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
     optimizer = optim.build_optimizer(model, cfg)
     by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
-    assert by_decay == {
-        0.05: {id(model[0].weight)},
-        0.0: {id(model[0].bias), id(model[1].weight), id(model[1].bias)},
-    }
+    assert by_decay == {0.05: {id(model[0].weight)}, 0.0: {id(model[0].bias), id(model[1].weight), id(model[1].bias)}}
 
 
-def test_adam8bit_without_bitsandbytes_names_the_extra(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_adam8bit_without_bitsandbytes_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # `import bitsandbytes` now fails
     cfg = compose_config(["optimizer=adam8bit"], tmp_path).optimizer
     with pytest.raises(ImportError) as error:
@@ -181,9 +201,7 @@ def test_adam8bit_without_bitsandbytes_names_the_extra(
 
 
 @pytest.fixture(scope="module")
-def demo_model_and_batch(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def demo_model_and_batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """The demo's random-init Whisper (no dropout) and 4 utterances of its training data."""
     cfg = compose_config(["experiment=demo", "model.random_init.dropout=0"], tmp_path_factory.mktemp("demo"))
     torch.manual_seed(0)
@@ -198,8 +216,13 @@ def demo_model_and_batch(
 def test_each_optimizer_lowers_the_loss_on_a_fixed_batch(
     name: str, demo_model_and_batch: tuple[nn.Module, dict[str, torch.Tensor]], tmp_path: Path
 ) -> None:
-    overrides = ["experiment=demo", f"optimizer={name}", "optimizer.lr=1e-3", "optimizer.weight_decay=0.01",
-                 "optimizer.scheduler.warmup_steps=1"]  # fmt: skip
+    overrides = [
+        "experiment=demo",
+        f"optimizer={name}",
+        "optimizer.lr=1e-3",
+        "optimizer.weight_decay=0.01",
+        "optimizer.scheduler.warmup_steps=1",
+    ]
     cfg = compose_config(overrides, tmp_path).optimizer
     model, batch = copy.deepcopy(demo_model_and_batch[0]), demo_model_and_batch[1]
     optimizer = optim.build_optimizer(model, cfg)

@@ -120,8 +120,7 @@ def _step(module, batch, monkeypatch, world_size: int = 1, reduce=lambda sums: s
     """``training_step`` under a stand-in trainer (``reduce``: what the other ranks add); the loss and the
     values logged."""
     strategy = SimpleNamespace(reduce=lambda sums, reduce_op: reduce(sums))
-    trainer = SimpleNamespace(world_size=world_size, global_step=global_step, is_global_zero=True,
-                              strategy=strategy)  # fmt: skip
+    trainer = SimpleNamespace(world_size=world_size, global_step=global_step, is_global_zero=True, strategy=strategy)
     monkeypatch.setattr(module, "_trainer", trainer)
     logged = {}
     monkeypatch.setattr(module, "log", lambda name, value, **kwargs: logged.update({name: float(value)}))
@@ -234,16 +233,22 @@ def _local_hub_repo(root: Path, demo: Path) -> dict[tuple[str, str], list[str]]:
     """A dataset repository in hub layout with two configs, read by datasets.load_dataset(root, config)."""
     with open(demo / "validation" / "metadata.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    layout = {("clean", "train.100"): rows[0:3], ("clean", "train.360"): rows[3:5],
-              ("other", "train.500"): rows[5:9], ("clean", "validation"): rows[9:11]}  # fmt: skip
+    layout = {
+        ("clean", "train.100"): rows[0:3],
+        ("clean", "train.360"): rows[3:5],
+        ("other", "train.500"): rows[5:9],
+        ("clean", "validation"): rows[9:11],
+    }
     card = ["---", "configs:"]
     for config in ("clean", "other"):
         card += [f"- config_name: {config}", "  data_files:"]
         for (name, split), part in layout.items():
             if name == config:
-                columns = {"audio": [str(demo / "validation" / r["file_name"]) for r in part],
-                           "text": [r["text"] for r in part],
-                           "seconds": [float(r["duration"]) for r in part]}  # fmt: skip
+                columns = {
+                    "audio": [str(demo / "validation" / r["file_name"]) for r in part],
+                    "text": [r["text"] for r in part],
+                    "seconds": [float(r["duration"]) for r in part],
+                }
                 (root / config).mkdir(parents=True, exist_ok=True)
                 datasets.Dataset.from_dict(columns).to_parquet(root / config / f"{split}.parquet")
                 card += [f"  - split: {split}", f"    path: {config}/{split}.parquet"]
@@ -253,8 +258,14 @@ def _local_hub_repo(root: Path, demo: Path) -> dict[tuple[str, str], list[str]]:
 
 def test_configs_and_splits_are_concatenated_in_order(tmp_path: Path, module) -> None:
     texts = _local_hub_repo(tmp_path / "repo", Path(asset_path("demo_speech")))
-    settings = dict(path=str(tmp_path / "repo"), name="clean", validation_split="validation",
-                    duration_column="seconds", global_batch_size=2, collator=module.collator)  # fmt: skip
+    settings = dict(
+        path=str(tmp_path / "repo"),
+        name="clean",
+        validation_split="validation",
+        duration_column="seconds",
+        global_batch_size=2,
+        collator=module.collator,
+    )
     parts = [("clean", "train.100"), ("clean", "train.360"), ("other", "train.500")]
     configs, splits = [c for c, _ in parts], [s for _, s in parts]
     data = ASRDataModule(train_split=None, configs=configs, splits=splits, **settings)
@@ -268,9 +279,14 @@ def test_configs_and_splits_are_concatenated_in_order(tmp_path: Path, module) ->
 
 
 def test_preprocess_only_saves_the_rows_and_a_later_run_reads_no_header(tmp_path: Path, monkeypatch) -> None:
-    overrides = ["experiment=demo_pretrain", "data.duration_column=null", "data.max_train_samples=24",
-                 "data.max_eval_samples=8", "data.test_split=null",
-                 f"+data.preprocessed_dir={tmp_path / 'preprocessed'}"]  # fmt: skip
+    overrides = [
+        "experiment=demo_pretrain",
+        "data.duration_column=null",
+        "data.max_train_samples=24",
+        "data.max_eval_samples=8",
+        "data.test_split=null",
+        f"+data.preprocessed_dir={tmp_path / 'preprocessed'}",
+    ]
     assert train(compose_config([*overrides, "preprocess_only=true"], tmp_path / "first")) is None
     saved = sorted(path.name.split("-")[0] for path in (tmp_path / "preprocessed").iterdir())
     assert saved == ["train", "validation"]
@@ -303,15 +319,30 @@ def test_short_pretraining_run_writes_checkpoint_metrics_and_an_export_ctc_loads
     assert "last.ckpt" in checkpoints and any(n.startswith("best-step") and "-loss" in n for n in checkpoints)
     results = json.loads((tmp_path / "metrics.json").read_text())
     assert results["global_step"] == 4 and results["best_val_loss"] > 0
-    assert set(results["test"]) == {"loss", "contrastive_loss", "diversity_loss", "feature_penalty",
-                                    "codevector_perplexity", "percent_masked", "num_samples"}  # fmt: skip
+    assert set(results["test"]) == {
+        "loss",
+        "contrastive_loss",
+        "diversity_loss",
+        "feature_penalty",
+        "codevector_perplexity",
+        "percent_masked",
+        "num_samples",
+    }
     assert results["test"]["num_samples"] == 8
     assert results["test"]["codevector_perplexity"] > 1
 
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     logged = set(events.Tags()["scalars"])
-    for name in ("loss", "contrastive_loss", "diversity_loss", "feature_penalty", "codevector_perplexity",
-                 "gumbel_temperature", "percent_masked", "grad_norm"):  # fmt: skip
+    for name in (
+        "loss",
+        "contrastive_loss",
+        "diversity_loss",
+        "feature_penalty",
+        "codevector_perplexity",
+        "gumbel_temperature",
+        "percent_masked",
+        "grad_norm",
+    ):
         assert f"train/{name}" in logged, name
     assert "val/loss" in logged and any(tag.startswith("lr-") for tag in logged)
     for event in events.Scalars("train/gumbel_temperature"):
@@ -357,11 +388,18 @@ def test_layerdrop_trains_under_ddp_and_logs_the_perplexity_of_one_process(tmp_p
     per step, accumulated; 2 ranks: one each), so the perplexity of a device batch has the same expectation;
     the batches themselves differ (which utterances, the random crops, masks and Gumbel noise).
     """
-    overrides = [*TESTED_RUN, "model.random_init.layerdrop=0.5", "data.global_batch_size=8",
-                 "data.per_device_batch_size=4", "data.eval_batch_size=4",
-                 "data.max_eval_samples=16"]  # fmt: skip
-    ranks = {world: _run_asrkit(tmp_path / f"world{world}", *overrides, f"hw={hw}")
-             for world, hw in ((1, "cpu"), (2, "ddp_cpu"))}  # fmt: skip
+    overrides = [
+        *TESTED_RUN,
+        "model.random_init.layerdrop=0.5",
+        "data.global_batch_size=8",
+        "data.per_device_batch_size=4",
+        "data.eval_batch_size=4",
+        "data.max_eval_samples=16",
+    ]
+    ranks = {
+        world: _run_asrkit(tmp_path / f"world{world}", *overrides, f"hw={hw}")
+        for world, hw in ((1, "cpu"), (2, "ddp_cpu"))
+    }
     train = {}
     for world, results in ranks.items():
         assert results["global_step"] == 4

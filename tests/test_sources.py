@@ -34,8 +34,15 @@ def _ids(dataset: datasets.Dataset | datasets.IterableDataset) -> list[str]:
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_hub_layout_repo_by_config_and_joined_split(hub_repo, tmp_path: Path, streaming: bool) -> None:
     root, ids = hub_repo
-    dataset = load_split(str(root), "train+validation", name="ta", text_column="sentence",
-                         duration_column="seconds", cache_dir=str(tmp_path), streaming=streaming)  # fmt: skip
+    dataset = load_split(
+        str(root),
+        "train+validation",
+        name="ta",
+        text_column="sentence",
+        duration_column="seconds",
+        cache_dir=str(tmp_path),
+        streaming=streaming,
+    )
     assert isinstance(dataset, datasets.IterableDataset if streaming else datasets.Dataset)
     assert dataset.column_names == ["audio", "text", "duration"]
     assert _ids(dataset) == ids["ta", "train"] + ids["ta", "validation"]
@@ -74,6 +81,7 @@ def _gated(status: int) -> GatedRepoError:
 def test_gated_dataset_without_access_is_a_one_line_hint(monkeypatch, status: int) -> None:
     """What datasets raises for a gated repo (DatasetNotFoundError, its GatedRepoError cause dropped)."""
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+
     def refuse(*args, **kwargs):
         raise _gated(status)
 
@@ -107,11 +115,13 @@ def test_language_codes_map_to_each_corpus_configs() -> None:
 
 @pytest.mark.parametrize(
     ("option", "lang", "expected"),
-    [("fleurs", "ta", ("google/fleurs", "ta_in", "raw_transcription")),
-     ("voxpopuli", "de", ("facebook/voxpopuli", "de", "normalized_text")),
-     ("mls", "fr", ("facebook/multilingual_librispeech", "french", "transcript")),
-     ("common_voice", "zh", ("mozilla-foundation/common_voice_11_0", "zh-CN", "sentence"))],
-)  # fmt: skip
+    [
+        ("fleurs", "ta", ("google/fleurs", "ta_in", "raw_transcription")),
+        ("voxpopuli", "de", ("facebook/voxpopuli", "de", "normalized_text")),
+        ("mls", "fr", ("facebook/multilingual_librispeech", "french", "transcript")),
+        ("common_voice", "zh", ("mozilla-foundation/common_voice_11_0", "zh-CN", "sentence")),
+    ],
+)
 def test_data_configs_resolve_lang(tmp_path: Path, option: str, lang: str, expected: tuple) -> None:
     data = compose_config([f"data={option}", f"lang={lang}"], tmp_path).data
     assert (data.path, data.name, data.text_column) == expected

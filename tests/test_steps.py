@@ -19,8 +19,14 @@ from tests.conftest import TINY_RUN, compose_config
 
 EXPERIMENTS = ["demo", "demo_ctc", "demo_pretrain"]
 # one optimizer step, no evaluation, nothing written but what the test reads
-ONE_STEP = [*TINY_RUN[1:], "trainer.max_steps=1", "trainer.val_check_interval=1000", "data.test_split=null",
-            "export=false", "callbacks.periodic_checkpoint=null"]  # fmt: skip
+ONE_STEP = [
+    *TINY_RUN[1:],
+    "trainer.max_steps=1",
+    "trainer.val_check_interval=1000",
+    "data.test_split=null",
+    "export=false",
+    "callbacks.periodic_checkpoint=null",
+]
 
 
 def _module(experiment: str, tmp_path: Path, *overrides: str):
@@ -52,8 +58,11 @@ def test_every_module_is_in_train_mode_at_the_first_step_of_a_fine_tune(experime
     pretrained, found = tmp_path / "pretrained", tmp_path / "eval_mode.json"
     _module(experiment, tmp_path / "cfg").export(pretrained)  # a save_pretrained directory of the family
     probe = "tests.test_steps.EvalModeProbe"
-    overrides = [f"model.name_or_path={pretrained}", f"+callbacks.probe._target_={probe}",
-                 f"+callbacks.probe.path={found}"]  # fmt: skip
+    overrides = [
+        f"model.name_or_path={pretrained}",
+        f"+callbacks.probe._target_={probe}",
+        f"+callbacks.probe.path={found}",
+    ]
     if experiment == "demo_pretrain":
         overrides.append("model.load_weights=true")
     train(compose_config([f"experiment={experiment}", *ONE_STEP, *overrides], tmp_path / "run"))
@@ -80,8 +89,9 @@ def test_evaluation_runs_in_its_own_dtype_whatever_the_trainer_autocasts_to(dtyp
     module = _module("demo", tmp_path)
     seen = []
     module.model.proj_out.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
-    batch = module.collator([{"index": 0, "audio": torch.zeros(16_000).numpy() + 0.01, "text": "पानी",
-                              "reference": "पानी"}])  # fmt: skip
+    batch = module.collator(
+        [{"index": 0, "audio": torch.zeros(16_000).numpy() + 0.01, "text": "पानी", "reference": "पानी"}]
+    )
     module.hparams.evaluation = {"dtype": dtype, "normalizer": "basic"}
     module.hparams.generation_max_length = 2
     with torch.autocast("cpu", dtype=torch.bfloat16):  # what Lightning's bf16-mixed wraps every step in

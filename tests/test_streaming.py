@@ -38,8 +38,9 @@ def _short_pause_at_stream_ends(monkeypatch) -> None:
 def collator() -> WhisperCollator:
     tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
     tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
-    return WhisperCollator(WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448,
-                           max_input_seconds=3.0)  # fmt: skip
+    return WhisperCollator(
+        WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448, max_input_seconds=3.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _datamodule(root: Path, collator: WhisperCollator, rank: int | None = None, **kwargs) -> ASRDataModule:
     settings = dict(
-        path=str(root), name="hi", train_split="train+validation", validation_split="test", test_split="test",
-        text_column="sentence", global_batch_size=4, streaming=True, shuffle_buffer_size=0, collator=collator,
-    )  # fmt: skip
+        path=str(root),
+        name="hi",
+        train_split="train+validation",
+        validation_split="test",
+        test_split="test",
+        text_column="sentence",
+        global_batch_size=4,
+        streaming=True,
+        shuffle_buffer_size=0,
+        collator=collator,
+    )
     datamodule = ASRDataModule(**(settings | kwargs))
     if rank is not None:  # what Lightning's DDP gives the datamodule before setup
         datamodule.trainer = SimpleNamespace(global_rank=rank, world_size=2)
@@ -196,8 +205,13 @@ def test_durations_are_filtered_on_the_fly(repo: Path, collator, caplog, duratio
 @pytest.mark.slow
 def test_a_resumed_streaming_run_continues_the_stream(tmp_path: Path) -> None:
     """Real Lightning runs: the position goes into last.ckpt and the resumed run reads on from it."""
-    stream = TINY_RUN + ["data.streaming=true", "data.shuffle_buffer_size=0", "export=false",
-                         "data.test_split=null", "trainer.val_check_interval=100"]  # fmt: skip
+    stream = TINY_RUN + [
+        "data.streaming=true",
+        "data.shuffle_buffer_size=0",
+        "export=false",
+        "data.test_split=null",
+        "trainer.val_check_interval=100",
+    ]
     train(compose_config(stream + ["trainer.max_steps=2"], tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     position = torch.load(last, weights_only=False)["ASRDataModule"]["ranks"][0][0]
@@ -211,11 +225,19 @@ def test_a_resumed_streaming_run_continues_the_stream(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_ddp_processes_stream_their_own_parts_and_save_both_positions(tmp_path: Path) -> None:
     """hw=ddp_cpu: two gloo processes; the checkpoint gathers both ranks' stream positions."""
-    changes = {"hw": "ddp_cpu", "data.streaming": "true", "data.shuffle_buffer_size": "0", "export": "false",
-               "data.test_split": "null", "trainer.max_steps": "2", "data.per_device_batch_size": "8",
-               "data.max_eval_samples": "4", "model.generation_max_length": "8",
-               "hydra.run.dir": str(tmp_path)}
-    overrides = dict(item.split("=", 1) for item in TINY_RUN) | changes  # fmt: skip
+    changes = {
+        "hw": "ddp_cpu",
+        "data.streaming": "true",
+        "data.shuffle_buffer_size": "0",
+        "export": "false",
+        "data.test_split": "null",
+        "trainer.max_steps": "2",
+        "data.per_device_batch_size": "8",
+        "data.max_eval_samples": "4",
+        "model.generation_max_length": "8",
+        "hydra.run.dir": str(tmp_path),
+    }
+    overrides = dict(item.split("=", 1) for item in TINY_RUN) | changes
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     command = [sys.executable, "-m", "asrkit", *(f"{key}={value}" for key, value in overrides.items())]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)

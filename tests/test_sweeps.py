@@ -24,9 +24,7 @@ SHORTER = {
     "callbacks.periodic_checkpoint": "null",
     "export": "false",
 }
-SWEEP_RUN = [o for o in TINY_RUN if not o.startswith(tuple(SHORTER))] + [
-    f"{k}={v}" for k, v in SHORTER.items()
-]
+SWEEP_RUN = [o for o in TINY_RUN if not o.startswith(tuple(SHORTER))] + [f"{k}={v}" for k, v in SHORTER.items()]
 
 
 def _sweep(overrides: list[str], sweep_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -64,9 +62,7 @@ def test_summary_ranks_jobs_by_validation_wer_and_shows_what_was_swept(tmp_path:
         ("1", "failed", "2e-3"),
         ("2", "incomplete", "3e-3"),
     ]
-    assert (
-        rows[0]["best_val_wer"] == "20.0" and rows[0]["test_wer"] == "22.0" and rows[0]["global_step"] == "4"
-    )
+    assert rows[0]["best_val_wer"] == "20.0" and rows[0]["test_wer"] == "22.0" and rows[0]["global_step"] == "4"
     assert rows[2]["error"] == "ValueError: bad" and rows[2]["best_val_wer"] == ""
     assert "experiment" not in rows[0]  # shared by every job: listed once above the table
     markdown = (tmp_path / "summary.md").read_text()

@@ -27,10 +27,7 @@ def test_short_run_writes_checkpoints_metrics_and_an_export_that_transcribes(tmp
     assert "last.ckpt" in checkpoints and any(name.startswith("best-step") for name in checkpoints)
     results = json.loads((tmp_path / "metrics.json").read_text())
     assert results["global_step"] == 4
-    assert (
-        set(results["test"]) == {"wer_raw", "wer", "cer", "num_samples"}
-        and results["test"]["num_samples"] == 8
-    )
+    assert set(results["test"]) == {"wer_raw", "wer", "cer", "num_samples"} and results["test"]["num_samples"] == 8
     assert results["best_val_wer"] >= 0 and Path(results["best_checkpoint"]).is_file()
     assert results["evaluation"] == {"dtype": "float32", "normalizer": "basic"}  # lang=hi
     assert results["left_out"]["test"] == {"utterances": 0, "hours": 0.0, "reasons": {}}

@@ -103,8 +103,9 @@ def test_english_only_whisper_has_no_language_or_task_prompt(tmp_path, source: s
     texts = module.transcribe(torch.randn(2, 80, frames))  # raised "Cannot specify `task` or `language`"
     assert len(texts) == 2
     assert module.tokenizer.convert_ids_to_tokens(prompts[0][0].tolist()) == [
-        "<|startoftranscript|>", "<|notimestamps|>"
-    ]  # fmt: skip
+        "<|startoftranscript|>",
+        "<|notimestamps|>",
+    ]
     assert module.model.generation_config.is_multilingual is False  # as transformers writes .en checkpoints
     assert not hasattr(module.model.generation_config, "lang_to_id")
 
@@ -144,9 +145,7 @@ def test_export_generation_config_carries_evaluation_settings(tmp_path) -> None:
     expected = module.transcribe(module.collator(examples)["input_features"])
     assert _pipeline_texts(tmp_path / "export", examples) == [text.strip() for text in expected]
     # asrkit.evaluate with num_beams/generation_max_length null takes them from the export as well
-    recognizer = Recognizer(
-        str(tmp_path / "export"), language="hi", num_beams=None, generation_max_length=None
-    )
+    recognizer = Recognizer(str(tmp_path / "export"), language="hi", num_beams=None, generation_max_length=None)
     batch = recognizer.collator()(examples)
     assert recognizer(batch["inputs"], batch["lengths"]) == expected
 
@@ -166,8 +165,7 @@ def _demo_examples(numbers: Iterable[int]) -> list[dict[str, Any]]:
 def _joined(index: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One utterance made of several demo clips."""
     text = " ".join(part["text"] for part in parts)
-    return {"index": index, "audio": np.concatenate([part["audio"] for part in parts]), "text": text,
-            "reference": text}  # fmt: skip
+    return {"index": index, "audio": np.concatenate([part["audio"] for part in parts]), "text": text, "reference": text}
 
 
 def _pipeline_texts(export: Path, examples: list[dict[str, Any]]) -> list[str]:
@@ -200,10 +198,7 @@ def test_long_utterances_are_decoded_long_form_by_training_evaluate_and_transcri
     hypotheses = [p[2] for p in predictions]
     assert hypotheses[1].strip(), "the long utterance is transcribed"
     long_call = calls[1]  # the whole utterance, its frames and timestamps: transformers' long-form decoding
-    assert (
-        long_call["return_timestamps"]
-        and long_call["input_features"].shape[-1] == whole["input_features"].shape[-1]
-    )
+    assert long_call["return_timestamps"] and long_call["input_features"].shape[-1] == whole["input_features"].shape[-1]
     assert encoded.count(2) >= 2, "long-form decoding moved past the first window"
     module.model.generate = generate
     alone = module.collator(short)  # short utterances decode exactly as they did without the long one
@@ -243,42 +238,18 @@ def test_a_replica_has_the_published_layout(kind: str, tmp_path: Path) -> None:
     directory = build_whisper_replica(kind, tmp_path / "replica")
     model = WhisperForConditionalGeneration.from_pretrained(directory)
     config, generation = model.config, model.generation_config
-    assert (config.vocab_size, config.num_mel_bins, config.decoder_layers) == (
-        vocabulary,
-        mels,
-        decoder_layers,
-    )
-    assert (config.max_source_positions, config.max_target_positions, generation.max_length) == (
-        1500,
-        448,
-        448,
-    )
-    assert (generation.decoder_start_token_id, generation.eos_token_id, generation.pad_token_id) == (
-        sot,
-        eot,
-        eot,
-    )
-    assert generation.no_timestamps_token_id == no_timestamps and generation.begin_suppress_tokens == [
-        220,
-        eot,
-    ]
+    assert (config.vocab_size, config.num_mel_bins, config.decoder_layers) == (vocabulary, mels, decoder_layers)
+    assert (config.max_source_positions, config.max_target_positions, generation.max_length) == (1500, 448, 448)
+    assert (generation.decoder_start_token_id, generation.eos_token_id, generation.pad_token_id) == (sot, eot, eot)
+    assert generation.no_timestamps_token_id == no_timestamps and generation.begin_suppress_tokens == [220, eot]
     assert generation.is_multilingual is bool(languages)
     assert len(getattr(generation, "lang_to_id", {})) == languages
     if languages:
         assert generation.task_to_id == {"translate": transcribe_id - 1, "transcribe": transcribe_id}
-    controls = [
-        sot,
-        transcribe_id - 1,
-        transcribe_id,
-        transcribe_id + 1,
-        transcribe_id + 2,
-        no_timestamps - 1,
-    ]
+    controls = [sot, transcribe_id - 1, transcribe_id, transcribe_id + 1, transcribe_id + 2, no_timestamps - 1]
     assert generation.suppress_tokens[:3] == [1, 2, 7] and generation.suppress_tokens[-6:] == controls
     extractor = WhisperFeatureExtractor.from_pretrained(directory)
     assert (extractor.feature_size, extractor.chunk_length, extractor.n_samples) == (mels, 30, 480000)
     tokenizer = WhisperTokenizer.from_pretrained(directory)
-    assert (
-        len(tokenizer) == vocabulary and tokenizer.convert_tokens_to_ids("<|notimestamps|>") == no_timestamps
-    )
+    assert len(tokenizer) == vocabulary and tokenizer.convert_tokens_to_ids("<|notimestamps|>") == no_timestamps
     assert (tokenizer.english_spelling_normalizer is not None) is (not languages)  # .en ships normalizer.json

@@ -133,32 +133,77 @@ class Variant:
 
 VARIANTS = {
     "multilingual": Variant(
-        "whisper_tokenizer", "multilingual.tiktoken",
+        "whisper_tokenizer",
+        "multilingual.tiktoken",
         "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126",
-        99, "<|nocaptions|>", "openai/whisper-small", 51865,
-        {"<|endoftext|>": 50257, "<|startoftranscript|>": 50258, "<|en|>": 50259, "<|hi|>": 50276,
-         "<|translate|>": 50358, "<|transcribe|>": 50359, "<|startoflm|>": 50360, "<|startofprev|>": 50361,
-         "<|nocaptions|>": 50362, "<|notimestamps|>": 50363, "<|0.00|>": 50364, "<|30.00|>": 51864},
+        99,
+        "<|nocaptions|>",
+        "openai/whisper-small",
+        51865,
+        {
+            "<|endoftext|>": 50257,
+            "<|startoftranscript|>": 50258,
+            "<|en|>": 50259,
+            "<|hi|>": 50276,
+            "<|translate|>": 50358,
+            "<|transcribe|>": 50359,
+            "<|startoflm|>": 50360,
+            "<|startofprev|>": 50361,
+            "<|nocaptions|>": 50362,
+            "<|notimestamps|>": 50363,
+            "<|0.00|>": 50364,
+            "<|30.00|>": 51864,
+        },
     ),
     "english": Variant(
-        "whisper_tokenizer_en", "gpt2.tiktoken",
+        "whisper_tokenizer_en",
+        "gpt2.tiktoken",
         "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
-        99, "<|nocaptions|>", "openai/whisper-small.en", 51864,
-        {"<|endoftext|>": 50256, "<|startoftranscript|>": 50257, "<|en|>": 50258, "<|hi|>": 50275,
-         "<|translate|>": 50357, "<|transcribe|>": 50358, "<|startoflm|>": 50359, "<|startofprev|>": 50360,
-         "<|nocaptions|>": 50361, "<|notimestamps|>": 50362, "<|0.00|>": 50363, "<|30.00|>": 51863},
+        99,
+        "<|nocaptions|>",
+        "openai/whisper-small.en",
+        51864,
+        {
+            "<|endoftext|>": 50256,
+            "<|startoftranscript|>": 50257,
+            "<|en|>": 50258,
+            "<|hi|>": 50275,
+            "<|translate|>": 50357,
+            "<|transcribe|>": 50358,
+            "<|startoflm|>": 50359,
+            "<|startofprev|>": 50360,
+            "<|nocaptions|>": 50361,
+            "<|notimestamps|>": 50362,
+            "<|0.00|>": 50363,
+            "<|30.00|>": 51863,
+        },
         normalizer=True,
     ),
     "v3": Variant(
-        "whisper_tokenizer_v3", "multilingual.tiktoken",
+        "whisper_tokenizer_v3",
+        "multilingual.tiktoken",
         "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126",
-        100, "<|nospeech|>", "openai/whisper-large-v3", 51866,
-        {"<|endoftext|>": 50257, "<|startoftranscript|>": 50258, "<|en|>": 50259, "<|hi|>": 50276,
-         "<|yue|>": 50358, "<|translate|>": 50359, "<|transcribe|>": 50360, "<|startoflm|>": 50361,
-         "<|startofprev|>": 50362, "<|nospeech|>": 50363, "<|notimestamps|>": 50364, "<|0.00|>": 50365,
-         "<|30.00|>": 51865},
+        100,
+        "<|nospeech|>",
+        "openai/whisper-large-v3",
+        51866,
+        {
+            "<|endoftext|>": 50257,
+            "<|startoftranscript|>": 50258,
+            "<|en|>": 50259,
+            "<|hi|>": 50276,
+            "<|yue|>": 50358,
+            "<|translate|>": 50359,
+            "<|transcribe|>": 50360,
+            "<|startoflm|>": 50361,
+            "<|startofprev|>": 50362,
+            "<|nospeech|>": 50363,
+            "<|notimestamps|>": 50364,
+            "<|0.00|>": 50365,
+            "<|30.00|>": 51865,
+        },
     ),
-}  # fmt: skip
+}
 
 
 class _LocalFileTikTokenConverter(TikTokenConverter):
@@ -212,16 +257,7 @@ def _pip_command() -> list[str]:
 
 def download_sdist(workdir: Path) -> Path:
     """``pip download`` the openai-whisper source distribution into ``workdir``."""
-    cmd = [
-        *_pip_command(),
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        WHISPER_PACKAGE,
-        "-d",
-        str(workdir),
-    ]
+    cmd = [*_pip_command(), "download", "--no-deps", "--no-binary", ":all:", WHISPER_PACKAGE, "-d", str(workdir)]
     print("$", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -249,18 +285,14 @@ def extract(sdist: Path, member_suffix: str, sha256: str, workdir: Path) -> Path
 
 
 def build(variant: Variant, asset: Path, normalizer: Path | None, out: Path) -> None:
-    vocab, merges = _LocalFileTikTokenConverter(vocab_file=str(asset)).extract_vocab_merges_from_model(
-        str(asset)
-    )
-    print(
-        f"TikTokenConverter.extract_vocab_merges_from_model: {len(vocab)} vocabulary entries, "
-        f"{len(merges)} merges"
-    )
+    vocab, merges = _LocalFileTikTokenConverter(vocab_file=str(asset)).extract_vocab_merges_from_model(str(asset))
+    print(f"TikTokenConverter.extract_vocab_merges_from_model: {len(vocab)} vocabulary entries, {len(merges)} merges")
     base = variant.ids["<|endoftext|>"]
     _check(len(vocab) == base, f"expected {base} BPE tokens, got {len(vocab)}")
 
-    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH,
-                                 pad_token="<|endoftext|>")  # fmt: skip
+    tokenizer = WhisperTokenizer(
+        vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH, pad_token="<|endoftext|>"
+    )
     # unk/bos/eos/pad are all <|endoftext|>, which the constructor appended after the BPE tokens. The rest
     # follow in OpenAI's order: special tokens (never split, dropped by skip_special_tokens), then the
     # timestamps as ordinary added tokens, exactly as in the published checkpoints.
@@ -284,9 +316,7 @@ def build(variant: Variant, asset: Path, normalizer: Path | None, out: Path) -> 
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["additional_special_tokens"] = config.pop("extra_special_tokens")
-    config_path.write_text(
-        json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     if normalizer is not None:  # the file as openai-whisper ships it; WhisperTokenizer reads it by this name
         shutil.copyfile(normalizer, out / "normalizer.json")
         saved = (*saved, str(out / "normalizer.json"))
@@ -297,9 +327,7 @@ def verify(variant: Variant, out: Path, normalizer: Path | None) -> None:
     """Check the saved folder against the published tokenizer; exits with an error on a mismatch."""
     tokenizer = WhisperTokenizer.from_pretrained(str(out))
     auto = AutoTokenizer.from_pretrained(str(out))
-    _check(
-        type(auto) is WhisperTokenizer, f"AutoTokenizer loaded {type(auto).__name__}, not WhisperTokenizer"
-    )
+    _check(type(auto) is WhisperTokenizer, f"AutoTokenizer loaded {type(auto).__name__}, not WhisperTokenizer")
     _check(len(tokenizer) == variant.size, f"len(tokenizer) = {len(tokenizer)}, expected {variant.size}")
     _check(len(auto) == variant.size, f"len(AutoTokenizer) = {len(auto)}, expected {variant.size}")
     for token, expected in variant.ids.items():
@@ -309,25 +337,21 @@ def verify(variant: Variant, out: Path, normalizer: Path | None) -> None:
     eot = variant.ids["<|endoftext|>"]
     specials, timestamps = variant.special_tokens(), timestamp_tokens()
     got_order = tokenizer.convert_ids_to_tokens(list(range(eot, variant.size)))
-    _check(
-        got_order == specials + timestamps, f"added tokens {eot}.. are not Whisper's tokens in OpenAI's order"
-    )
+    _check(got_order == specials + timestamps, f"added tokens {eot}.. are not Whisper's tokens in OpenAI's order")
     _check(set(specials) <= set(tokenizer.all_special_tokens), "some Whisper special tokens are not special")
-    _check(
-        not set(timestamps) & set(tokenizer.all_special_tokens), "timestamp tokens must be ordinary tokens"
-    )
+    _check(not set(timestamps) & set(tokenizer.all_special_tokens), "timestamp tokens must be ordinary tokens")
     _check(tokenizer.model_max_length == MODEL_MAX_LENGTH, f"model_max_length {tokenizer.model_max_length}")
     for name in ("pad", "eos", "bos", "unk"):
         token = getattr(tokenizer, f"{name}_token")
         _check(token == "<|endoftext|>", f"{name}_token is {token!r}, expected <|endoftext|>")
     _check(tokenizer.pad_token_id == eot, f"pad_token_id is {tokenizer.pad_token_id}")
     spelling = json.loads(normalizer.read_text(encoding="utf-8")) if normalizer else None
-    _check(
-        tokenizer.english_spelling_normalizer == spelling, "normalizer.json is not the sdist's english.json"
+    _check(tokenizer.english_spelling_normalizer == spelling, "normalizer.json is not the sdist's english.json")
+    print(
+        f"{variant.reference}: size {len(tokenizer)}, special ids {variant.ids}, {len(specials)} special + "
+        f"{len(timestamps)} timestamp tokens in order, pad {tokenizer.pad_token}={tokenizer.pad_token_id}, "
+        f"English spelling map {'shipped' if spelling else 'absent'} (ok)"
     )
-    print(f"{variant.reference}: size {len(tokenizer)}, special ids {variant.ids}, {len(specials)} special + "
-          f"{len(timestamps)} timestamp tokens in order, pad {tokenizer.pad_token}={tokenizer.pad_token_id}, "
-          f"English spelling map {'shipped' if spelling else 'absent'} (ok)")  # fmt: skip
 
     for text in SAMPLE_TEXTS:
         ids = tokenizer.encode(text, add_special_tokens=False)
@@ -339,19 +363,13 @@ def verify(variant: Variant, out: Path, normalizer: Path | None) -> None:
     # Labels as WhisperModule writes them: <|hi|><|transcribe|> for a multilingual model, nothing for English
     ids_of = variant.ids
     text, language = ("नमस्ते", "hindi") if variant.multilingual else ("hello", None)
-    tokenizer.set_prefix_tokens(
-        language=language, task="transcribe" if language else None, predict_timestamps=False
-    )
+    tokenizer.set_prefix_tokens(language=language, task="transcribe" if language else None, predict_timestamps=False)
     prompt = [ids_of["<|startoftranscript|>"]]
     prompt += [ids_of["<|hi|>"], ids_of["<|transcribe|>"]] if language else []
     ids = tokenizer(text).input_ids
     body = ids[len(prompt) + 1 : -1]
-    _check(
-        ids[: len(prompt) + 1] == [*prompt, ids_of["<|notimestamps|>"]] and ids[-1] == eot, f"labels {ids}"
-    )
-    _check(
-        tokenizer.decode(ids, skip_special_tokens=True) == text, "decode(skip_special_tokens=True) differs"
-    )
+    _check(ids[: len(prompt) + 1] == [*prompt, ids_of["<|notimestamps|>"]] and ids[-1] == eot, f"labels {ids}")
+    _check(tokenizer.decode(ids, skip_special_tokens=True) == text, "decode(skip_special_tokens=True) differs")
     zero = ids_of["<|0.00|>"]
     with_time = tokenizer.decode([*prompt, zero, *body, zero + 50, eot], decode_with_timestamps=True)
     expected = "".join(tokenizer.convert_ids_to_tokens(prompt)) + f"<|0.00|>{text}<|1.00|><|endoftext|>"
@@ -368,9 +386,7 @@ def verify_against_tiktoken(variant: Variant, out: Path, asset: Path) -> None:
     from tiktoken.load import load_tiktoken_bpe
 
     ranks = load_tiktoken_bpe(str(asset))
-    _check(
-        ranks == read_tiktoken_ranks(asset), "tiktoken reads different ranks from the asset than the build"
-    )
+    _check(ranks == read_tiktoken_ranks(asset), "tiktoken reads different ranks from the asset than the build")
     hf_names = variant.special_tokens() + timestamp_tokens()
     openai_names = [name.replace(variant.no_speech, "<|nospeech|>") for name in hf_names]
     encoding = tiktoken.Encoding(
@@ -383,9 +399,7 @@ def verify_against_tiktoken(variant: Variant, out: Path, asset: Path) -> None:
     tokenizer = WhisperTokenizer.from_pretrained(str(out))
     for hf_token, token in zip(hf_names, openai_names, strict=True):
         token_id = encoding._special_tokens[token]
-        _check(
-            tokenizer.convert_tokens_to_ids(hf_token) == token_id, f"{hf_token} is not tiktoken's {token_id}"
-        )
+        _check(tokenizer.convert_tokens_to_ids(hf_token) == token_id, f"{hf_token} is not tiktoken's {token_id}")
 
     for text in SAMPLE_TEXTS:
         expected = encoding.encode_ordinary(text)
@@ -403,9 +417,7 @@ def verify_against_tiktoken(variant: Variant, out: Path, asset: Path) -> None:
     got_batch = tokenizer(texts, add_special_tokens=False).input_ids
     expected_batch = encoding.encode_ordinary_batch(texts)
     mismatches = [t for t, g, e in zip(texts, got_batch, expected_batch, strict=True) if g != e]
-    _check(
-        not mismatches, f"{len(mismatches)} vocabulary strings differ from tiktoken, e.g. {mismatches[:5]!r}"
-    )
+    _check(not mismatches, f"{len(mismatches)} vocabulary strings differ from tiktoken, e.g. {mismatches[:5]!r}")
 
     # A long mixed corpus: transformers' Whisper tokenizer source (English, code, language names, and
     # special tokens such as "<|endoftext|>" written out, which both sides must match as special tokens).
@@ -445,16 +457,16 @@ def run_tiktoken_check(name: str, out: Path, sdist: Path, asset: Path, require: 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=sorted(VARIANTS), action="append",
-                        help="tokenizer to build (repeatable; default: all of them)")  # fmt: skip
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        action="append",
+        help="tokenizer to build (repeatable; default: all of them)",
+    )
     parser.add_argument("--sdist", type=Path, help="local openai-whisper sdist (default: pip download)")
-    parser.add_argument(
-        "--out", type=Path, help="output folder, with one --variant (default: asrkit/assets/<folder>)"
-    )
+    parser.add_argument("--out", type=Path, help="output folder, with one --variant (default: asrkit/assets/<folder>)")
     parser.add_argument("--verify-only", action="store_true", help="only verify the existing output folders")
-    parser.add_argument(
-        "--skip-tiktoken-check", action="store_true", help="skip the comparison with tiktoken"
-    )
+    parser.add_argument("--skip-tiktoken-check", action="store_true", help="skip the comparison with tiktoken")
     parser.add_argument("--require-tiktoken", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = args.variant or list(VARIANTS)
@@ -469,9 +481,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             workdir = Path(tmp) / name
             workdir.mkdir()
             asset = extract(sdist, f"whisper/assets/{variant.tiktoken}", variant.sha256, workdir)
-            normalizer = (
-                extract(sdist, NORMALIZER_MEMBER, NORMALIZER_SHA256, workdir) if variant.normalizer else None
-            )
+            normalizer = extract(sdist, NORMALIZER_MEMBER, NORMALIZER_SHA256, workdir) if variant.normalizer else None
             if not args.verify_only:
                 build(variant, asset, normalizer, out)
             verify(variant, out, normalizer)

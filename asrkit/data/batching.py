@@ -12,12 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import (
-    Wav2Vec2CTCTokenizer,
-    Wav2Vec2FeatureExtractor,
-    WhisperFeatureExtractor,
-    WhisperTokenizer,
-)
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor, WhisperTokenizer
 
 IGNORE_INDEX = -100  # label positions the loss skips
 
@@ -54,11 +49,18 @@ def whisper_inputs(extractor: WhisperFeatureExtractor, audios: Sequence[np.ndarr
     rows = [row for row, audio in enumerate(audios) if len(audio) > extractor.n_samples]
     if rows:
         whole = extractor(
-            [audios[row] for row in rows], sampling_rate=rate, return_tensors="pt",
-            truncation=False, padding="longest", return_attention_mask=True,
-        )  # fmt: skip
-        batch["long_form"] = {"rows": rows, "input_features": whole.input_features,
-                              "attention_mask": whole.attention_mask}  # fmt: skip
+            [audios[row] for row in rows],
+            sampling_rate=rate,
+            return_tensors="pt",
+            truncation=False,
+            padding="longest",
+            return_attention_mask=True,
+        )
+        batch["long_form"] = {
+            "rows": rows,
+            "input_features": whole.input_features,
+            "attention_mask": whole.attention_mask,
+        }
     return batch
 
 

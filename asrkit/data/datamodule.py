@@ -75,9 +75,7 @@ def _config_split_pairs(configs: Any, splits: Any, train_split: str | None) -> l
 class AudioTextDataset(torch.utils.data.Dataset):
     """Decodes one example when a DataLoader asks for it; a file that fails to decode yields ``None``."""
 
-    def __init__(
-        self, dataset: datasets.Dataset, sampling_rate: int, prepare_text: Callable[[str], str]
-    ) -> None:
+    def __init__(self, dataset: datasets.Dataset, sampling_rate: int, prepare_text: Callable[[str], str]) -> None:
         self.dataset = dataset
         self.sampling_rate = sampling_rate
         self.prepare_text = prepare_text
@@ -149,13 +147,17 @@ class ASRDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if collator is None:
-            raise ValueError(
-                "ASRDataModule needs the model's collator: build it with collator=module.collator"
-            )
+            raise ValueError("ASRDataModule needs the model's collator: build it with collator=module.collator")
         self.source = {
-            "path": path, "name": name, "data_dir": data_dir, "revision": revision, "cache_dir": cache_dir,
-            "audio_column": audio_column, "text_column": text_column, "duration_column": duration_column,
-        }  # fmt: skip
+            "path": path,
+            "name": name,
+            "data_dir": data_dir,
+            "revision": revision,
+            "cache_dir": cache_dir,
+            "audio_column": audio_column,
+            "text_column": text_column,
+            "duration_column": duration_column,
+        }
         # training data from several (dataset config, split) pairs, concatenated (data.configs, data.splits)
         self.train_parts = _config_split_pairs(configs, splits, train_split) if configs or splits else []
         if self.train_parts:
@@ -165,25 +167,24 @@ class ASRDataModule(L.LightningDataModule):
         self.splits = {"train": train_split, "validation": validation_split, "test": test_split}
         max_input = getattr(collator, "max_input_seconds", None)
         if max_input is not None and max_duration_in_seconds > max_input:
-            log.info("max duration %.1f s: the model's input window (data asked for %.1f s)",
-                     max_input, max_duration_in_seconds)  # fmt: skip
+            log.info(
+                "max duration %.1f s: the model's input window (data asked for %.1f s)",
+                max_input,
+                max_duration_in_seconds,
+            )
             max_duration_in_seconds = max_input
         self.duration_range = (min_duration_in_seconds, max_duration_in_seconds)  # training
         # validation and test are whole unless an eval-specific filter is set (what it leaves out is reported)
-        self.eval_duration_range = (
-            eval_min_duration_in_seconds or 0.0, eval_max_duration_in_seconds or math.inf
-        )
+        self.eval_duration_range = (eval_min_duration_in_seconds or 0.0, eval_max_duration_in_seconds or math.inf)
         self.excluded: dict[str, dict[str, Any]] = {}  # per split: what the drop rule left out
         self.prepare_text = partial(
-            prepare_label_text_ignoring, chars_to_ignore=chars_to_ignore_pattern(chars_to_ignore),
-            do_lower_case=do_lower_case, do_remove_punctuation=do_remove_punctuation,
-        )  # fmt: skip
+            prepare_label_text_ignoring,
+            chars_to_ignore=chars_to_ignore_pattern(chars_to_ignore),
+            do_lower_case=do_lower_case,
+            do_remove_punctuation=do_remove_punctuation,
+        )
         self.bucketing = dict(bucketing or {})  # DurationBucketBatchSampler arguments, and `enabled`
-        self.max_samples = {
-            "train": max_train_samples,
-            "validation": max_eval_samples,
-            "test": max_eval_samples,
-        }
+        self.max_samples = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
         self.global_batch_size = global_batch_size
         self._per_device_batch_size = per_device_batch_size
         self._eval_batch_size = eval_batch_size
@@ -234,9 +235,7 @@ class ASRDataModule(L.LightningDataModule):
                 dataset, durations = self._load_preprocessed(split) or self._filter(split, *self._load(split))
                 if split == "train" and hasattr(self.collator, "build_vocabulary"):  # CTC, from the texts
                     self.collator.build_vocabulary([self.prepare_text(text) for text in dataset[TEXT]])
-                self.datasets[split] = AudioTextDataset(
-                    dataset, self.collator.sampling_rate, self.prepare_text
-                )
+                self.datasets[split] = AudioTextDataset(dataset, self.collator.sampling_rate, self.prepare_text)
                 self.durations[split] = durations
 
     def _read(self, split: str, streaming: bool = False) -> Split:
@@ -245,8 +244,9 @@ class ASRDataModule(L.LightningDataModule):
             dataset = load_concatenated(self.train_parts, **source)
         elif self.sources:
             defaults = self.source | {f"{role}_split": name for role, name in self.splits.items()}
-            dataset = load_mixture(self.sources, split, defaults, streaming=streaming,
-                                   prepare_text=self.prepare_text, **self.mixing)  # fmt: skip
+            dataset = load_mixture(
+                self.sources, split, defaults, streaming=streaming, prepare_text=self.prepare_text, **self.mixing
+            )
         else:
             dataset = load_split(split=self.splits[split], **source)
         if streaming:  # max_samples is applied by shard_stream
@@ -260,9 +260,13 @@ class ASRDataModule(L.LightningDataModule):
         if DURATION in dataset.column_names:
             return dataset, [UNREADABLE if d is None else float(d) for d in dataset[DURATION]]
         lengths = dataset.map(
-            _header_durations, batched=True, input_columns=[AUDIO], remove_columns=dataset.column_names,
-            num_proc=self.preprocessing_num_workers, desc=f"reading audio headers ({split})",
-        )  # fmt: skip
+            _header_durations,
+            batched=True,
+            input_columns=[AUDIO],
+            remove_columns=dataset.column_names,
+            num_proc=self.preprocessing_num_workers,
+            desc=f"reading audio headers ({split})",
+        )
         return dataset, lengths[DURATION]
 
     def duration_range_of(self, split: str) -> tuple[float, float]:
@@ -304,18 +308,21 @@ class ASRDataModule(L.LightningDataModule):
                 f"{split} split ({self.splits[split]}) of {self.source['path']}: no example is left "
                 f"after filtering (dropped: {dict(dropped)})"
             )
-        log.info(
-            "%s split: %d examples, %.2f h of audio", split, len(keep), sum(durations[i] for i in keep) / 3600
-        )
+        log.info("%s split: %d examples, %.2f h of audio", split, len(keep), sum(durations[i] for i in keep) / 3600)
         return dataset.select(keep), [durations[i] for i in keep]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         if self.streaming:
             return self._stream_loader(split, batch_size)
         return DataLoader(
-            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            collate_fn=self.collator, persistent_workers=self.num_workers > 0, pin_memory=False,
-        )  # fmt: skip
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collator,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         if self.streaming:
@@ -325,9 +332,13 @@ class ASRDataModule(L.LightningDataModule):
             durations, batch_size = self.durations["train"], self.per_device_batch_size
             sampler = DurationBucketBatchSampler(None, durations, batch_size, **options)
             return DataLoader(
-                self.datasets["train"], batch_sampler=sampler, num_workers=self.num_workers,
-                collate_fn=self.collator, persistent_workers=self.num_workers > 0, pin_memory=False,
-            )  # fmt: skip
+                self.datasets["train"],
+                batch_sampler=sampler,
+                num_workers=self.num_workers,
+                collate_fn=self.collator,
+                persistent_workers=self.num_workers > 0,
+                pin_memory=False,
+            )
         return self._loader("train", self.per_device_batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -350,13 +361,21 @@ class ASRDataModule(L.LightningDataModule):
             texts = [self.prepare_text(row[TEXT] or "") for row in dataset.select_columns([TEXT])]
             self.collator.build_vocabulary(texts)
         options = self.stream_options if train else {}
-        dataset = shard_stream(dataset, **options, rank=rank, world_size=world_size,
-                               max_samples=self.max_samples[split])  # fmt: skip
+        dataset = shard_stream(
+            dataset, **options, rank=rank, world_size=world_size, max_samples=self.max_samples[split]
+        )
         return AudioTextStream(
-            dataset, split, self.collator.sampling_rate, self.prepare_text, self.duration_range_of(split),
-            collator=self.collator if train else None, require_text=self.require_text, endless=train,
-            rank=rank, world_size=world_size,
-        )  # fmt: skip
+            dataset,
+            split,
+            self.collator.sampling_rate,
+            self.prepare_text,
+            self.duration_range_of(split),
+            collator=self.collator if train else None,
+            require_text=self.require_text,
+            endless=train,
+            rank=rank,
+            world_size=world_size,
+        )
 
     def _stream_loader(self, split: str, batch_size: int) -> DataLoader:
         stream = self.datasets[split]
@@ -401,14 +420,16 @@ class ASRDataModule(L.LightningDataModule):
     def _preprocessed_path(self, split: str) -> Path:
         """``<preprocessed_dir>/<split>-<hash of every setting that decides which rows survive>``."""
         settings = {
-            "source": self.source, "split": self.splits[split],
+            "source": self.source,
+            "split": self.splits[split],
             "parts": self.train_parts if split == "train" else [],
             "duration_range": self.duration_range_of(split),
             "max_samples": self.max_samples[split],
-            "text": self.prepare_text.keywords, "require_text": self.require_text,
+            "text": self.prepare_text.keywords,
+            "require_text": self.require_text,
             "collator": type(self.collator).__qualname__,
             "max_label_length": getattr(self.collator, "max_label_length", None),
-        }  # fmt: skip
+        }
         key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
         cache = self.source["cache_dir"] or datasets.config.HF_DATASETS_CACHE
         return Path(self.preprocessed_dir or Path(cache) / "asrkit_preprocessed") / f"{split}-{key}"
@@ -421,10 +442,16 @@ class ASRDataModule(L.LightningDataModule):
         dataset = self._read(split)
         source = json.loads((path / "asrkit.json").read_text())
         if source != {"fingerprint": dataset._fingerprint, "rows": len(dataset)}:
-            log.warning("%s split changed since %s was preprocessed (%s): reading and filtering it again; "
-                        "run preprocess_only=true to refresh", split, path, source)  # fmt: skip
+            log.warning(
+                "%s split changed since %s was preprocessed (%s): reading and filtering it again; "
+                "run preprocess_only=true to refresh",
+                split,
+                path,
+                source,
+            )
             return None
         durations = [float(d) for d in rows[DURATION]]
-        log.info("%s split: %d examples, %.2f h of audio (preprocessed: %s)",
-                 split, len(rows), sum(durations) / 3600, path)  # fmt: skip
+        log.info(
+            "%s split: %d examples, %.2f h of audio (preprocessed: %s)", split, len(rows), sum(durations) / 3600, path
+        )
         return dataset.select(rows["index"]), durations

@@ -27,14 +27,25 @@ VOXPOPULI_CONFIGS = "en de fr es pl it ro hu cs nl fi hr sk sl et lt".split()
 # Multilingual LibriSpeech (facebook/multilingual_librispeech) names its configs by language name;
 # its English part is a separate dataset.
 MLS_CONFIGS = {
-    "de": "german", "nl": "dutch", "fr": "french", "es": "spanish", "it": "italian", "pt": "portuguese",
+    "de": "german",
+    "nl": "dutch",
+    "fr": "french",
+    "es": "spanish",
+    "it": "italian",
+    "pt": "portuguese",
     "pl": "polish",
-}  # fmt: skip
+}
 
 # Common Voice locales that carry a region where Whisper's code does not; every other code is its own name.
 _COMMON_VOICE_ALIASES = {
-    "zh": "zh-CN", "sv": "sv-SE", "pa": "pa-IN", "ga": "ga-IE", "hy": "hy-AM", "ne": "ne-NP", "nn": "nn-NO",
-}  # fmt: skip
+    "zh": "zh-CN",
+    "sv": "sv-SE",
+    "pa": "pa-IN",
+    "ga": "ga-IE",
+    "hy": "hy-AM",
+    "ne": "ne-NP",
+    "nn": "nn-NO",
+}
 
 
 def _unsupported(lang: str, corpus: str, choices: list[str]) -> ValueError:
@@ -63,9 +74,7 @@ def mls_config(lang: str) -> str:
     if lang in MLS_CONFIGS.values():
         return lang
     if lang not in MLS_CONFIGS:
-        raise _unsupported(
-            lang, "Multilingual LibriSpeech (facebook/multilingual_librispeech)", list(MLS_CONFIGS)
-        )
+        raise _unsupported(lang, "Multilingual LibriSpeech (facebook/multilingual_librispeech)", list(MLS_CONFIGS))
     return MLS_CONFIGS[lang]
 
 

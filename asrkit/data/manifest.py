@@ -86,9 +86,13 @@ def load_manifest(data_dir: str | Path, split: str) -> datasets.Dataset:
 
 
 def write_manifests(
-    root: str | Path, dest: str | Path, ext: str = "flac", valid_percent: float = 0.01, seed: int = 42,
+    root: str | Path,
+    dest: str | Path,
+    ext: str = "flac",
+    valid_percent: float = 0.01,
+    seed: int = 42,
     path_must_contain: str | None = None,
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """Write ``train.tsv`` (and ``valid.tsv`` when ``valid_percent > 0``) for every ``*.ext`` under ``root``.
 
     Each file goes to validation with probability ``valid_percent`` (a seeded draw per file, in sorted
@@ -119,8 +123,12 @@ def write_manifests(
             unreadable += 1
             continue
         if info.samplerate != TARGET_SAMPLING_RATE:
-            log.warning("%s is %d Hz: sample counts are at the file's rate, training expects %d Hz",
-                        path, info.samplerate, TARGET_SAMPLING_RATE)  # fmt: skip
+            log.warning(
+                "%s is %d Hz: sample counts are at the file's rate, training expects %d Hz",
+                path,
+                info.samplerate,
+                TARGET_SAMPLING_RATE,
+            )
         lines["valid" if to_valid else "train"].append(f"{path.relative_to(root).as_posix()}\t{info.frames}")
     written = {}
     for name, rows in lines.items():
@@ -141,14 +149,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", help="folder searched recursively for audio files")
     parser.add_argument("--dest", required=True, help="folder to write train.tsv and valid.tsv into")
     parser.add_argument("--ext", default="flac", help="audio file extension (default: flac)")
-    parser.add_argument("--valid-percent", type=float, default=0.01,
-                        help="fraction of files drawn into valid.tsv, in [0, 1] (default: 0.01)")  # fmt: skip
+    parser.add_argument(
+        "--valid-percent",
+        type=float,
+        default=0.01,
+        help="fraction of files drawn into valid.tsv, in [0, 1] (default: 0.01)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="seed of the train/valid draw (default: 42)")
     parser.add_argument("--path-must-contain", default=None, help="keep only paths containing this text")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    written = write_manifests(args.root, args.dest, args.ext, args.valid_percent, args.seed,
-                              args.path_must_contain)  # fmt: skip
+    written = write_manifests(args.root, args.dest, args.ext, args.valid_percent, args.seed, args.path_must_contain)
     for name, count in written.items():
         print(f"{Path(args.dest) / f'{name}.tsv'}: {count} files")
 

@@ -35,14 +35,29 @@ from asrkit.data.sources import DURATION, TEXT, Split, load_split
 log = logging.getLogger(__name__)
 
 SOURCE_KEYS = {
-    "path", "name", "data_dir", "revision", "cache_dir", "audio_column", "text_column", "duration_column",
-    "train_split", "validation_split", "test_split", "probability",
-}  # fmt: skip
+    "path",
+    "name",
+    "data_dir",
+    "revision",
+    "cache_dir",
+    "audio_column",
+    "text_column",
+    "duration_column",
+    "train_split",
+    "validation_split",
+    "test_split",
+    "probability",
+}
 # what a source takes from the top of ``data`` when it does not set it (the rest is its own or null)
 INHERITED_KEYS = {
-    "cache_dir", "audio_column", "text_column", "duration_column",
-    "train_split", "validation_split", "test_split",
-}  # fmt: skip
+    "cache_dir",
+    "audio_column",
+    "text_column",
+    "duration_column",
+    "train_split",
+    "validation_split",
+    "test_split",
+}
 STRATEGIES = ("interleave", "concatenate")
 CONVENTION_SAMPLE = 200  # training transcripts read per source to tell its casing and punctuation
 _INWORD_MARKS = set("'’-")  # apostrophes and hyphens are spelling, not punctuation, for this purpose
@@ -59,9 +74,7 @@ def _harmonise(dataset: Split) -> Split:
     return dataset
 
 
-def source_settings(
-    sources: Mapping[str, Mapping[str, Any]], defaults: Mapping[str, Any]
-) -> dict[str, dict[str, Any]]:
+def source_settings(sources: Mapping[str, Mapping[str, Any]], defaults: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Each source's settings: its own, else (:data:`INHERITED_KEYS`) the top-level ``data`` keys."""
     if not sources:
         raise ValueError("data.sources is empty: give at least one source (see conf/data/mix.yaml)")
@@ -69,9 +82,7 @@ def source_settings(
     for name, own in sources.items():
         unknown = set(own) - SOURCE_KEYS
         if unknown:
-            raise ValueError(
-                f"data.sources.{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SOURCE_KEYS)}"
-            )
+            raise ValueError(f"data.sources.{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SOURCE_KEYS)}")
         settings[name] = {
             key: own.get(key, defaults.get(key) if key in INHERITED_KEYS else None) for key in SOURCE_KEYS
         }
@@ -105,8 +116,7 @@ def mix(
     with_duration = [DURATION in (part.column_names or []) for part in values]
     if any(with_duration) and not all(with_duration):  # header reads for all, rather than two schemas
         values = [
-            part.remove_columns([DURATION]) if has else part
-            for part, has in zip(values, with_duration, strict=True)
+            part.remove_columns([DURATION]) if has else part for part, has in zip(values, with_duration, strict=True)
         ]
     if len(values) == 1 or strategy == "concatenate" or probabilities is None:
         return datasets.concatenate_datasets(values)
@@ -140,9 +150,14 @@ def load_mixture(
     if prepare_text is not None and len(parts) > 1:
         warn_on_mixed_conventions(parts, prepare_text)
     probabilities = _probabilities(settings, list(parts)) if strategy == "interleave" else None
-    log.info("training on %s: %s", strategy, ", ".join(
-        f"{name} ({settings[name][f'{role}_split']}{f', p={p}' if p is not None else ''})"
-        for name, p in zip(parts, probabilities or [None] * len(parts), strict=True)))  # fmt: skip
+    log.info(
+        "training on %s: %s",
+        strategy,
+        ", ".join(
+            f"{name} ({settings[name][f'{role}_split']}{f', p={p}' if p is not None else ''})"
+            for name, p in zip(parts, probabilities or [None] * len(parts), strict=True)
+        ),
+    )
     return mix(parts, probabilities, strategy, stopping_strategy, seed)
 
 
@@ -159,9 +174,7 @@ def transcript_convention(texts: Iterable[str]) -> tuple[str, str]:
         letters = [char for char in text if char.lower() != char.upper()]
         cased += len(letters)
         upper += sum(char.isupper() for char in letters)
-        punctuated += any(
-            unicodedata.category(char).startswith("P") and char not in _INWORD_MARKS for char in text
-        )
+        punctuated += any(unicodedata.category(char).startswith("P") and char not in _INWORD_MARKS for char in text)
     if not cased:
         casing = "uncased script"
     else:
@@ -180,9 +193,7 @@ def warn_on_mixed_conventions(parts: Mapping[str, Split], prepare_text: Callable
     """Log a warning naming each source whose prepared transcripts differ in casing or punctuation from
     the first source's; return whether there was one."""
     conventions = {
-        name: transcript_convention(
-            prepare_text(text or "") for text in _sample_texts(part, CONVENTION_SAMPLE)
-        )
+        name: transcript_convention(prepare_text(text or "") for text in _sample_texts(part, CONVENTION_SAMPLE))
         for name, part in parts.items()
     }
     (first, (first_case, first_punct)), *others = conventions.items()
@@ -195,6 +206,11 @@ def warn_on_mixed_conventions(parts: Mapping[str, Split], prepare_text: Callable
                 "data.sources.%s: its transcripts are %s and %s, but those of %s are %s and %s; the "
                 "model will learn both conventions (set data.do_lower_case=true and "
                 "data.do_remove_punctuation=true to train on one)",
-                name, case, punct, first, first_case, first_punct,
-            )  # fmt: skip
+                name,
+                case,
+                punct,
+                first,
+                first_case,
+                first_punct,
+            )
     return bool(differing)

@@ -60,9 +60,7 @@ class DurationBucketBatchSampler(BatchSampler):
         rank: int | None = None,
     ) -> None:
         if batch_size < 1 or num_buckets < 1:
-            raise ValueError(
-                f"data.bucketing: batch size ({batch_size}) and num_buckets ({num_buckets}) must be >= 1"
-            )
+            raise ValueError(f"data.bucketing: batch size ({batch_size}) and num_buckets ({num_buckets}) must be >= 1")
         if not durations:
             raise ValueError("data.bucketing: no utterances to batch")
         longest = max(durations)
@@ -90,8 +88,12 @@ class DurationBucketBatchSampler(BatchSampler):
         self.bucket_batch_sizes = [self._bucket_batch_size(bucket) for bucket in self.buckets]
         total = sum(len(batches) for batches in self._bucket_batches(random.Random(0)))
         self._length = total // self.num_replicas  # batches per rank, the same every epoch
-        log.info("duration buckets: %d, %d batches per rank per epoch%s", count, self._length,
-                 f" ({total % self.num_replicas} left out)" if total % self.num_replicas else "")  # fmt: skip
+        log.info(
+            "duration buckets: %d, %d batches per rank per epoch%s",
+            count,
+            self._length,
+            f" ({total % self.num_replicas} left out)" if total % self.num_replicas else "",
+        )
 
     def _bucket_batch_size(self, bucket: list[int]) -> int:
         if self.max_batch_seconds is None:

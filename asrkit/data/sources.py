@@ -80,9 +80,8 @@ def load_split(
         return dataset.to_iterable_dataset() if streaming else dataset
     try:
         dataset = datasets.load_dataset(
-            path, name, split=split, data_dir=data_dir, cache_dir=cache_dir, revision=revision,
-            streaming=streaming,
-        )  # fmt: skip
+            path, name, split=split, data_dir=data_dir, cache_dir=cache_dir, revision=revision, streaming=streaming
+        )
     except Exception as error:
         hint = hub_error_hint(path, error)
         if hint is None:

@@ -143,20 +143,24 @@ class AudioTextStream(torch.utils.data.IterableDataset):
                 kept += example is not None
                 position = None
                 if self.endless:
-                    position = {"worker": worker, "workers": workers, "pass": data_pass, "count": count,
-                                "state": state}  # fmt: skip
+                    position = {"worker": worker, "workers": workers, "pass": data_pass, "count": count, "state": state}
                 yield example, position
             for reason, number in dropped.items():
                 log.warning(
                     "%s stream, pass %d, rank %d, worker %d: dropped %d of %d examples: %s",
-                    self.name, data_pass, self.rank, worker, number, count - first, reason,
-                )  # fmt: skip
+                    self.name,
+                    data_pass,
+                    self.rank,
+                    worker,
+                    number,
+                    count - first,
+                    reason,
+                )
             if not self.endless or (count == first and start is None):  # the end, or no shard for this worker
                 return
             if kept == 0 and start is None:
                 raise ValueError(
-                    f"{self.name} stream: no example is left after filtering in a whole pass "
-                    f"(dropped: {dict(dropped)})"
+                    f"{self.name} stream: no example is left after filtering in a whole pass (dropped: {dict(dropped)})"
                 )
             data_pass, start = data_pass + 1, None
 
@@ -178,9 +182,8 @@ class StreamCollator:
 def stream_loader(stream: AudioTextStream, batch_size: int, num_workers: int, collator: Any) -> DataLoader:
     """A DataLoader over a stream; each worker reads its own shards (workers beyond the shard count idle)."""
     return DataLoader(
-        stream, batch_size=batch_size, num_workers=num_workers, collate_fn=StreamCollator(collator),
-        pin_memory=False,
-    )  # fmt: skip
+        stream, batch_size=batch_size, num_workers=num_workers, collate_fn=StreamCollator(collator), pin_memory=False
+    )
 
 
 class StreamProgress:
@@ -218,12 +221,12 @@ class StreamProgress:
             log.warning(
                 "the checkpoint's stream positions come from %d rank(s) with %s DataLoader worker(s); "
                 "this run has %d with %d: the training stream starts again from its beginning",
-                len(self.saved_ranks), sorted(saved_workers), world_size, workers,
-            )  # fmt: skip
+                len(self.saved_ranks),
+                sorted(saved_workers),
+                world_size,
+                workers,
+            )
             return {}
         self.positions = dict(self.saved_ranks[rank])  # saved again as they are until a worker moves on
-        log.info(
-            "resuming the training stream at %s",
-            {w: (p["pass"], p["count"]) for w, p in self.positions.items()},
-        )
+        log.info("resuming the training stream at %s", {w: (p["pass"], p["count"]) for w, p in self.positions.items()})
         return self.positions

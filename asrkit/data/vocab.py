@@ -107,8 +107,13 @@ def build_ctc_tokenizer(
     tokens = {"word_delimiter": word_delimiter, "unk_token": unk_token, "pad_token": pad_token}
     path, built = cached_vocabulary(texts, cache_dir, **tokens)
     tokenizer = ctc_tokenizer(path, **tokens)
-    log.info("CTC vocabulary of %d symbols %s %s (from %d training transcripts)", len(tokenizer),
-             "built and cached at" if built else "reused from", path, len(texts))  # fmt: skip
+    log.info(
+        "CTC vocabulary of %d symbols %s %s (from %d training transcripts)",
+        len(tokenizer),
+        "built and cached at" if built else "reused from",
+        path,
+        len(texts),
+    )
     return tokenizer
 
 

@@ -33,9 +33,14 @@ def ctc_loss(
         log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (frames, batch, symbols)
         kept = (labels >= 0) & (labels != blank_id)
         return F.ctc_loss(
-            log_probs, labels.masked_select(kept), frame_lengths.to(torch.long), kept.sum(-1),
-            blank=blank_id, reduction=reduction, zero_infinity=zero_infinity,
-        )  # fmt: skip
+            log_probs,
+            labels.masked_select(kept),
+            frame_lengths.to(torch.long),
+            kept.sum(-1),
+            blank=blank_id,
+            reduction=reduction,
+            zero_infinity=zero_infinity,
+        )
 
 
 def batches_safely(config: Any, attention_mask: torch.Tensor | None) -> bool:

@@ -52,10 +52,19 @@ log = logging.getLogger(__name__)
 # config attributes set from the module's arguments (on top of the checkpoint's or random_init's), each where
 # the model's config has it
 CONFIG_OPTIONS = (
-    "layerdrop", "mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length",
-    "hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
-    "ctc_loss_reduction", "ctc_zero_infinity",
-)  # fmt: skip
+    "layerdrop",
+    "mask_time_prob",
+    "mask_time_length",
+    "mask_feature_prob",
+    "mask_feature_length",
+    "hidden_dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "feat_proj_dropout",
+    "final_dropout",
+    "ctc_loss_reduction",
+    "ctc_zero_infinity",
+)
 CHECKPOINT_KEY = "ctc_vocabulary"
 
 
@@ -94,9 +103,7 @@ class Wav2Vec2CTCModule(L.LightningModule):
             raise ValueError(f"model.ctc_loss_reduction={ctc_loss_reduction!r}: choose mean or sum")
         if name_or_path is None:
             if not random_init:
-                raise ValueError(
-                    "model.name_or_path is null, so model.random_init must give the model's config"
-                )
+                raise ValueError("model.name_or_path is null, so model.random_init must give the model's config")
             clash = sorted(set(random_init) & {*CONFIG_OPTIONS, "vocab_size", "pad_token_id"})
             if clash:
                 raise ValueError(f"model.random_init sets {clash}: set them as model.<name> instead")
@@ -110,9 +117,7 @@ class Wav2Vec2CTCModule(L.LightningModule):
         else:
             self.base_config = AutoConfig.from_pretrained(name_or_path)
             if self.base_config.model_type not in MODEL_FOR_CTC_MAPPING_NAMES:
-                raise ValueError(
-                    f"model.name_or_path={name_or_path} is a {self.base_config.model_type}: {_NO_CTC}"
-                )
+                raise ValueError(f"model.name_or_path={name_or_path} is a {self.base_config.model_type}: {_NO_CTC}")
         model_class = _ctc_class(self.base_config)
         if model_class.main_input_name != "input_values":
             raise ValueError(
@@ -150,9 +155,8 @@ class Wav2Vec2CTCModule(L.LightningModule):
         if hp.name_or_path is not None and load_weights:
             # a pre-training checkpoint has no lm_head, a CTC one may have another vocabulary: new lm_head
             model = AutoModelForCTC.from_pretrained(
-                hp.name_or_path, config=config, attn_implementation=hp.attn_implementation,
-                ignore_mismatched_sizes=True,
-            )  # fmt: skip
+                hp.name_or_path, config=config, attn_implementation=hp.attn_implementation, ignore_mismatched_sizes=True
+            )
         else:  # random init, or weights that a checkpoint is about to overwrite
             model = AutoModelForCTC.from_config(config, attn_implementation=hp.attn_implementation)
         if hp.freeze_feature_encoder:
@@ -189,13 +193,9 @@ class Wav2Vec2CTCModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get(CHECKPOINT_KEY)
         if stored is None:
-            raise ValueError(
-                "this checkpoint holds no CTC vocabulary: it was not written by Wav2Vec2CTCModule"
-            )
+            raise ValueError("this checkpoint holds no CTC vocabulary: it was not written by Wav2Vec2CTCModule")
         if self.collator.tokenizer is None:  # load_from_checkpoint: no datamodule has run
-            self.collator.tokenizer = tokenizer_from_vocabulary(
-                stored, self.hparams.vocab_cache_dir, **self._tokens
-            )
+            self.collator.tokenizer = tokenizer_from_vocabulary(stored, self.hparams.vocab_cache_dir, **self._tokens)
         elif self.collator.tokenizer.get_vocab() != stored:
             raise ValueError(
                 f"the checkpoint's CTC vocabulary ({len(stored)} symbols) differs from the one built from "
@@ -212,15 +212,16 @@ class Wav2Vec2CTCModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
             return steps.empty_batch_loss(self)
-        logits = self.model(
-            input_values=batch["input_values"], attention_mask=batch.get("attention_mask")
-        ).logits
+        logits = self.model(input_values=batch["input_values"], attention_mask=batch.get("attention_mask")).logits
         # frames of the unpadded audio (transformers' own loss counts the padding's too when there is no mask)
         loss = ctc_loss(
-            logits, batch["labels"], self.model._get_feat_extract_output_lengths(batch["input_lengths"]),
-            blank_id=self.model.config.pad_token_id, reduction=self.hparams.ctc_loss_reduction,
+            logits,
+            batch["labels"],
+            self.model._get_feat_extract_output_lengths(batch["input_lengths"]),
+            blank_id=self.model.config.pad_token_id,
+            reduction=self.hparams.ctc_loss_reduction,
             zero_infinity=self.hparams.ctc_zero_infinity,
-        )  # fmt: skip
+        )
         size = batch["num_samples"]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/padding_fraction", batch["padding_fraction"], batch_size=size)
@@ -233,16 +234,12 @@ class Wav2Vec2CTCModule(L.LightningModule):
         self, input_values: torch.Tensor, input_lengths: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> list[str]:
         """Greedy CTC decoding of a padded batch, each utterance as it decodes alone."""
-        return greedy_transcribe(
-            self.model, self.collator.tokenizer, input_values, input_lengths, attention_mask
-        )
+        return greedy_transcribe(self.model, self.collator.tokenizer, input_values, input_lengths, attention_mask)
 
     def _eval_step(self, batch: dict[str, Any] | None) -> None:
         if batch is None:
             return
-        hypotheses = self.transcribe(
-            batch["input_values"], batch["input_lengths"], batch.get("attention_mask")
-        )
+        hypotheses = self.transcribe(batch["input_values"], batch["input_lengths"], batch.get("attention_mask"))
         self._predictions.extend(zip(batch["indices"], batch["references"], hypotheses, strict=True))
 
     def _eval_epoch_end(self, stage: str) -> None:
@@ -278,9 +275,9 @@ class Wav2Vec2CTCModule(L.LightningModule):
     def export(self, directory: str | Path) -> None:
         """``save_pretrained`` of the model and its processor (feature extractor + CTC tokenizer)."""
         self.model.save_pretrained(directory)
-        Wav2Vec2Processor(
-            feature_extractor=self.feature_extractor, tokenizer=self.collator.tokenizer
-        ).save_pretrained(directory)
+        Wav2Vec2Processor(feature_extractor=self.feature_extractor, tokenizer=self.collator.tokenizer).save_pretrained(
+            directory
+        )
 
 
 _NO_CTC = f"transformers has no CTC head for it (CTC models: {', '.join(MODEL_FOR_CTC_MAPPING_NAMES)})"
@@ -298,11 +295,11 @@ def _feature_extractor(name_or_path: str | None, config: PretrainedConfig) -> Wa
         try:
             return Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
         except OSError:
-            log.info(
-                "%s has no preprocessor_config.json: normalised audio, as the wav2vec2 checkpoints",
-                name_or_path,
-            )
+            log.info("%s has no preprocessor_config.json: normalised audio, as the wav2vec2 checkpoints", name_or_path)
     return Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+        feature_size=1,
+        sampling_rate=16_000,
+        padding_value=0.0,
+        do_normalize=True,
         return_attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer",
-    )  # fmt: skip
+    )

@@ -103,12 +103,16 @@ class Wav2Vec2PretrainCollator:
         return [[] for _ in texts]
 
     def __call__(self, examples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-        decoded = [example | {"audio": random_window(example["audio"], self.crop_samples)}
-                   for example in examples if example]  # fmt: skip
+        decoded = [
+            example | {"audio": random_window(example["audio"], self.crop_samples)} for example in examples if example
+        ]
         kept = [e for e in decoded if int(self.output_lengths(len(e["audio"]))) > self.mask_time_length]
         if len(kept) < len(decoded) and not self._warned_short:
-            log.warning("dropping utterances shorter than one mask span (%d feature frames); "
-                        "raise data.min_duration_in_seconds", self.mask_time_length)  # fmt: skip
+            log.warning(
+                "dropping utterances shorter than one mask span (%d feature frames); "
+                "raise data.min_duration_in_seconds",
+                self.mask_time_length,
+            )
             self._warned_short = True
         if not kept:
             return None
@@ -117,16 +121,20 @@ class Wav2Vec2PretrainCollator:
             kept = [example | {"audio": random_window(example["audio"], shortest)} for example in kept]
         batch = _common_fields(kept, len(examples) - len(kept), self.sampling_rate)
         batch |= pad_waveforms(  # the CTC collator's normalisation: what the exported processor does
-            [example["audio"] for example in kept], normalize=self.feature_extractor.do_normalize,
+            [example["audio"] for example in kept],
+            normalize=self.feature_extractor.do_normalize,
             return_attention_mask=self.feature_extractor.return_attention_mask,  # layer-norm front ends
-        )  # fmt: skip
+        )
         num_frames = int(self.output_lengths(batch["input_values"].shape[-1]))
         lengths = self.output_lengths(batch.pop("input_lengths"))
         frames = torch.arange(num_frames)[None, :] < lengths[:, None]  # real (unpadded) feature frames
         mask = _compute_mask_indices(  # min_masks=2: every row has two frames to contrast, however short
-            (len(kept), num_frames), self.mask_time_prob, self.mask_time_length, attention_mask=frames.long(),
+            (len(kept), num_frames),
+            self.mask_time_prob,
+            self.mask_time_length,
+            attention_mask=frames.long(),
             min_masks=2,
-        )  # fmt: skip
+        )
         negatives = _sample_negative_indices((len(kept), num_frames), self.num_negatives, mask)
         batch["mask_time_indices"] = torch.from_numpy(mask)
         batch["sampled_negative_indices"] = torch.from_numpy(negatives).long()
@@ -135,17 +143,19 @@ class Wav2Vec2PretrainCollator:
 
 
 def _build_model(
-    name_or_path: str | None, load_weights: bool, random_init: dict[str, Any] | None, attn: str,
-    do_normalize: bool,
-) -> tuple[Wav2Vec2ForPreTraining, Wav2Vec2FeatureExtractor]:  # fmt: skip
+    name_or_path: str | None, load_weights: bool, random_init: dict[str, Any] | None, attn: str, do_normalize: bool
+) -> tuple[Wav2Vec2ForPreTraining, Wav2Vec2FeatureExtractor]:
     if name_or_path is None:
         if not random_init:
             raise ValueError("model.name_or_path is null, so model.random_init must give the Wav2Vec2Config")
         config = Wav2Vec2Config(**random_init)
         extractor = Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=do_normalize,
+            feature_size=1,
+            sampling_rate=16_000,
+            padding_value=0.0,
+            do_normalize=do_normalize,
             return_attention_mask=config.feat_extract_norm == "layer",
-        )  # fmt: skip
+        )
         return Wav2Vec2ForPreTraining._from_config(config, attn_implementation=attn), extractor
     if random_init:
         log.info("model.random_init is not used: the architecture comes from %s", name_or_path)
@@ -188,8 +198,10 @@ class Wav2Vec2PretrainModule(L.LightningModule):
                 f"{max_gumbel_temperature}, {gumbel_temperature_decay}"
             )
         if feature_penalty_weight < 0 or feature_grad_mult <= 0:
-            raise ValueError(f"model.feature_penalty_weight={feature_penalty_weight} must be >= 0 and "
-                             f"model.feature_grad_mult={feature_grad_mult} > 0")  # fmt: skip
+            raise ValueError(
+                f"model.feature_penalty_weight={feature_penalty_weight} must be >= 0 and "
+                f"model.feature_grad_mult={feature_grad_mult} > 0"
+            )
         if isinstance(random_init, DictConfig):  # Hydra hands nested nodes over unconverted
             random_init = OmegaConf.to_container(random_init, resolve=True)
         self.model, self.feature_extractor = _build_model(
@@ -244,16 +256,18 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         """Masked frames; contrastive, diversity and feature-penalty sums over them; perplexity, frames,
         utterances, batches."""
         masked = batch["mask_time_indices"].sum().float()
-        return torch.stack([
-            masked,
-            outputs.contrastive_loss.detach().float(),
-            outputs.diversity_loss.detach().float(),
-            penalty.detach().float() * masked,
-            outputs.codevector_perplexity.detach().float(),
-            torch.tensor(float(batch["num_frames"]), device=self.device),
-            torch.tensor(float(batch["num_samples"]), device=self.device),
-            torch.tensor(1.0, device=self.device),
-        ])  # fmt: skip
+        return torch.stack(
+            [
+                masked,
+                outputs.contrastive_loss.detach().float(),
+                outputs.diversity_loss.detach().float(),
+                penalty.detach().float() * masked,
+                outputs.codevector_perplexity.detach().float(),
+                torch.tensor(float(batch["num_frames"]), device=self.device),
+                torch.tensor(float(batch["num_samples"]), device=self.device),
+                torch.tensor(1.0, device=self.device),
+            ]
+        )
 
     def _scores(self, sums: torch.Tensor) -> dict[str, torch.Tensor]:
         masked, contrastive, diversity, penalty, perplexity, frames, samples, batches = sums
@@ -273,8 +287,9 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         if batch is None:  # every file in the batch failed to decode
             return steps.empty_batch_loss(self)
         hp = self.hparams
-        temperature = gumbel_temperature(self.global_step, hp.max_gumbel_temperature,
-                                         hp.min_gumbel_temperature, hp.gumbel_temperature_decay)  # fmt: skip
+        temperature = gumbel_temperature(
+            self.global_step, hp.max_gumbel_temperature, hp.min_gumbel_temperature, hp.gumbel_temperature_decay
+        )
         self.model.set_gumbel_temperature(temperature)
         outputs, penalty = self._forward(batch)
         sums = self._sums(batch, outputs, penalty)
@@ -287,8 +302,12 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         scores["gumbel_temperature"] = torch.tensor(temperature)
         del scores["num_samples"]
         for name, value in scores.items():
-            self.log(f"train/{name}", value, prog_bar=name in {"loss", "codevector_perplexity"},
-                     batch_size=batch["num_samples"])  # fmt: skip
+            self.log(
+                f"train/{name}",
+                value,
+                prog_bar=name in {"loss", "codevector_perplexity"},
+                batch_size=batch["num_samples"],
+            )
         if self.global_step == 0 and batch_idx == 0:
             self._report("first training batch", scores)
         self._last_train = scores
@@ -305,8 +324,14 @@ class Wav2Vec2PretrainModule(L.LightningModule):
         self.log("train/grad_norm", norm)
         low, high = HEALTHY_GRAD_NORM
         if not self._warned_grad_norm and not low / WARN_FACTOR <= norm <= high * WARN_FACTOR:
-            log.warning("gradient norm %.3g at step %d is far outside the healthy %.1f-%.1f: consider "
-                        "another optimizer.lr or batch size", norm, self.global_step, low, high)  # fmt: skip
+            log.warning(
+                "gradient norm %.3g at step %d is far outside the healthy %.1f-%.1f: consider "
+                "another optimizer.lr or batch size",
+                norm,
+                self.global_step,
+                low,
+                high,
+            )
             self._warned_grad_norm = True
 
     def on_train_end(self) -> None:
@@ -315,11 +340,18 @@ class Wav2Vec2PretrainModule(L.LightningModule):
 
     def _report(self, when: str, scores: dict[str, torch.Tensor]) -> None:
         if self.trainer.is_global_zero:
-            log.info("%s: loss %.4f, contrastive %.4f, diversity %.4f, feature penalty %.4g, codevector "
-                     "perplexity %.1f, gumbel temperature %.3f, %.1f%% of frames masked", when,
-                     scores["loss"], scores["contrastive_loss"], scores["diversity_loss"],
-                     scores["feature_penalty"], scores["codevector_perplexity"], scores["gumbel_temperature"],
-                     scores["percent_masked"])  # fmt: skip
+            log.info(
+                "%s: loss %.4f, contrastive %.4f, diversity %.4f, feature penalty %.4g, codevector "
+                "perplexity %.1f, gumbel temperature %.3f, %.1f%% of frames masked",
+                when,
+                scores["loss"],
+                scores["contrastive_loss"],
+                scores["diversity_loss"],
+                scores["feature_penalty"],
+                scores["codevector_perplexity"],
+                scores["gumbel_temperature"],
+                scores["percent_masked"],
+            )
 
     # evaluation: the same losses with the quantizer's hard choice (no Gumbel noise), no WER -------------
     def _eval_step(self, batch: dict[str, Any] | None) -> None:

@@ -46,10 +46,7 @@ def _generation_config(tokenizer: WhisperTokenizer, max_length: int, multilingua
     prompts = {"is_multilingual": multilingual}
     if multilingual:
         prompts["lang_to_id"] = {f"<|{code}|>": token_id(f"<|{code}|>") for code in LANGUAGES}
-        prompts["task_to_id"] = {
-            "transcribe": token_id("<|transcribe|>"),
-            "translate": token_id("<|translate|>"),
-        }
+        prompts["task_to_id"] = {"transcribe": token_id("<|transcribe|>"), "translate": token_id("<|translate|>")}
     return GenerationConfig(
         decoder_start_token_id=token_id("<|startoftranscript|>"),
         bos_token_id=tokenizer.eos_token_id,
@@ -105,9 +102,7 @@ def generate_texts(
     if short_rows:
         features = input_features if not long_rows else input_features[short_rows]
         generated = model.generate(input_features=features, **generate_kwargs)
-        for row, text in zip(
-            short_rows, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True
-        ):
+        for row, text in zip(short_rows, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
             texts[row] = text
     if long_rows:
         assert long_form is not None
@@ -116,12 +111,12 @@ def generate_texts(
             suppress = [*(model.generation_config.suppress_tokens or []), *beyond]
             generate_kwargs = generate_kwargs | {"suppress_tokens": suppress}
         generated = model.generate(
-            input_features=long_form["input_features"], attention_mask=long_form["attention_mask"],
-            return_timestamps=True, **generate_kwargs,
-        )  # fmt: skip
-        for row, text in zip(
-            long_rows, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True
-        ):
+            input_features=long_form["input_features"],
+            attention_mask=long_form["attention_mask"],
+            return_timestamps=True,
+            **generate_kwargs,
+        )
+        for row, text in zip(long_rows, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
             texts[row] = text
     return texts
 
@@ -169,9 +164,7 @@ class WhisperModule(L.LightningModule):
         self.tokenizer = WhisperTokenizer.from_pretrained(source)
         if name_or_path is None:
             if not random_init:
-                raise ValueError(
-                    "model.name_or_path is null, so model.random_init must give the WhisperConfig"
-                )
+                raise ValueError("model.name_or_path is null, so model.random_init must give the WhisperConfig")
             self.model = _random_whisper(self.tokenizer, dict(random_init), attn_implementation)
             chunk_seconds = self.model.config.max_source_positions // ENCODER_POSITIONS_PER_SECOND
             self.feature_extractor = WhisperFeatureExtractor(
@@ -228,10 +221,7 @@ class WhisperModule(L.LightningModule):
         prompt = {} if self.english_only else {"language": self.hparams.language, "task": self.hparams.task}
         # Whisper's generate() adds the prompt length to max_length, so this bounds the new tokens
         # (max_new_tokens would do the same, with a warning on every call)
-        return prompt | {
-            "max_length": self.hparams.generation_max_length,
-            "num_beams": self.hparams.num_beams,
-        }
+        return prompt | {"max_length": self.hparams.generation_max_length, "num_beams": self.hparams.num_beams}
 
     @torch.no_grad()
     def transcribe(self, input_features: torch.Tensor, long_form: dict[str, Any] | None = None) -> list[str]:

@@ -23,14 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    HubertConfig,
-    HubertForCTC,
-    Wav2Vec2Config,
-    Wav2Vec2ForPreTraining,
-    WavLMConfig,
-    WavLMForCTC,
-)
+from transformers import HubertConfig, HubertForCTC, Wav2Vec2Config, Wav2Vec2ForPreTraining, WavLMConfig, WavLMForCTC
 
 CTC_KINDS = ("wav2vec2-base", "wav2vec2-large-lv60", "xls-r-300m", "hubert-large-ft", "wavlm-base-plus-ctc")
 HUB_IDS = {
@@ -43,27 +36,48 @@ HUB_IDS = {
 
 # the only changes from the published configs: sizes (the real ones in the comments per checkpoint)
 TINY = {
-    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-    "conv_dim": [32] * 7, "codevector_dim": 16, "proj_codevector_dim": 16, "num_codevectors_per_group": 8,
-}  # fmt: skip
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [32] * 7,
+    "codevector_dim": 16,
+    "proj_codevector_dim": 16,
+    "num_codevectors_per_group": 8,
+}
 
 # the 7-layer front end of every wav2vec2-family checkpoint (seen in the XLS-R and HuBERT copies)
-FRONT_END = {
-    "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2], "num_feat_extract_layers": 7,
-}  # fmt: skip
+FRONT_END = {"conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2], "num_feat_extract_layers": 7}
 
 PRETRAINING = {  # the quantizer and contrastive settings the pre-trained (not fine-tuned) checkpoints carry
-    "architectures": ["Wav2Vec2ForPreTraining"], "num_codevector_groups": 2, "num_negatives": 100,
-    "contrastive_logits_temperature": 0.1, "diversity_loss_weight": 0.1, "feat_quantizer_dropout": 0.0,
-}  # fmt: skip
+    "architectures": ["Wav2Vec2ForPreTraining"],
+    "num_codevector_groups": 2,
+    "num_negatives": 100,
+    "contrastive_logits_temperature": 0.1,
+    "diversity_loss_weight": 0.1,
+    "feat_quantizer_dropout": 0.0,
+}
 
 COMMON = {  # seen in the XLS-R copy (and the HuBERT dump, as far as it goes)
-    "model_type": "wav2vec2", "hidden_act": "gelu", "feat_extract_activation": "gelu", "layer_norm_eps": 1e-5,
-    "initializer_range": 0.02, "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16,
-    "apply_spec_augment": True, "mask_time_length": 10, "mask_feature_prob": 0.0, "mask_feature_length": 10,
-    "ctc_loss_reduction": "sum", "ctc_zero_infinity": False, "vocab_size": 32, "pad_token_id": 0,
-    "bos_token_id": 1, "eos_token_id": 2, **FRONT_END,
-}  # fmt: skip
+    "model_type": "wav2vec2",
+    "hidden_act": "gelu",
+    "feat_extract_activation": "gelu",
+    "layer_norm_eps": 1e-5,
+    "initializer_range": 0.02,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "apply_spec_augment": True,
+    "mask_time_length": 10,
+    "mask_feature_prob": 0.0,
+    "mask_feature_length": 10,
+    "ctc_loss_reduction": "sum",
+    "ctc_zero_infinity": False,
+    "vocab_size": 32,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    **FRONT_END,
+}
 
 # fmt: off
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -135,18 +149,31 @@ LIBRISPEECH_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYP
 # model's vocab_size is 32 (unconfirmed for the WavLM checkpoint).
 SCRIPT_VOCAB = ["|", "'", *"abcdefghijklmnopqrstuvwxyz", "[UNK]", "[PAD]"]
 TOKENIZERS = {
-    "hubert-large-ft": (LIBRISPEECH_VOCAB, {
-        "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
-        "do_lower_case": False, "word_delimiter_token": "|",
-    }),
-    "wavlm-base-plus-ctc": (SCRIPT_VOCAB, {
-        "unk_token": "[UNK]", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "[PAD]",
-        "do_lower_case": False, "word_delimiter_token": "|", "tokenizer_class": "Wav2Vec2CTCTokenizer",
-    }),
-}  # fmt: skip
-MODEL_CLASSES = {
-    "hubert-large-ft": (HubertConfig, HubertForCTC), "wavlm-base-plus-ctc": (WavLMConfig, WavLMForCTC),
-}  # fmt: skip
+    "hubert-large-ft": (
+        LIBRISPEECH_VOCAB,
+        {
+            "unk_token": "<unk>",
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "pad_token": "<pad>",
+            "do_lower_case": False,
+            "word_delimiter_token": "|",
+        },
+    ),
+    "wavlm-base-plus-ctc": (
+        SCRIPT_VOCAB,
+        {
+            "unk_token": "[UNK]",
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "pad_token": "[PAD]",
+            "do_lower_case": False,
+            "word_delimiter_token": "|",
+            "tokenizer_class": "Wav2Vec2CTCTokenizer",
+        },
+    ),
+}
+MODEL_CLASSES = {"hubert-large-ft": (HubertConfig, HubertForCTC), "wavlm-base-plus-ctc": (WavLMConfig, WavLMForCTC)}
 
 
 def published_config(kind: str) -> dict[str, Any]:
@@ -168,9 +195,13 @@ def build_ctc_replica(kind: str, directory: Path) -> Path:
     torch.manual_seed(0)
     model_class(config_class(**values)).save_pretrained(directory)
     preprocessor = {
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "padding_side": "right",
-        "padding_value": 0.0, "sampling_rate": 16_000, **PREPROCESSORS[kind],
-    }  # fmt: skip
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+        "feature_size": 1,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "sampling_rate": 16_000,
+        **PREPROCESSORS[kind],
+    }
     _write_json(directory / "preprocessor_config.json", preprocessor)
     if kind in TOKENIZERS:
         symbols, settings = TOKENIZERS[kind]

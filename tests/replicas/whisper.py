@@ -44,17 +44,131 @@ WHISPER_KINDS = ("multilingual", "large-v3", "large-v3-turbo", "english", "disti
 # openai-whisper 20250625's default suppression list (see the module docstring), per vocabulary
 _NON_SPEECH = (1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31, 58, 59, 60, 61, 62, 63, 90, 91, 92, 93)
 SUPPRESS_MULTILINGUAL = (
-    *_NON_SPEECH, 359, 503, 522, 542, 873, 893, 902, 918, 922, 931, 1350, 1853, 1982, 2460, 2627, 3246,
-    3253, 3268, 3536, 3846, 3961, 4183, 4667, 6585, 6647, 7273, 9061, 9383, 10428, 10929, 11938, 12033,
-    12331, 12562, 13793, 14157, 14635, 15265, 15618, 16553, 16604, 18362, 18956, 20075, 21675, 22520, 26130,
-    26161, 26435, 28279, 29464, 31650, 32302, 32470, 36865, 42863, 47425, 49870, 50254,
-)  # fmt: skip
+    *_NON_SPEECH,
+    359,
+    503,
+    522,
+    542,
+    873,
+    893,
+    902,
+    918,
+    922,
+    931,
+    1350,
+    1853,
+    1982,
+    2460,
+    2627,
+    3246,
+    3253,
+    3268,
+    3536,
+    3846,
+    3961,
+    4183,
+    4667,
+    6585,
+    6647,
+    7273,
+    9061,
+    9383,
+    10428,
+    10929,
+    11938,
+    12033,
+    12331,
+    12562,
+    13793,
+    14157,
+    14635,
+    15265,
+    15618,
+    16553,
+    16604,
+    18362,
+    18956,
+    20075,
+    21675,
+    22520,
+    26130,
+    26161,
+    26435,
+    28279,
+    29464,
+    31650,
+    32302,
+    32470,
+    36865,
+    42863,
+    47425,
+    49870,
+    50254,
+)
 SUPPRESS_ENGLISH = (
-    *_NON_SPEECH, 357, 366, 438, 532, 685, 705, 796, 930, 1058, 1220, 1267, 1279, 1303, 1343, 1377, 1391,
-    1635, 1782, 1875, 2162, 2361, 2488, 3467, 4008, 4211, 4600, 4808, 5299, 5855, 6329, 7203, 9609, 9959,
-    10563, 10786, 11420, 11709, 11907, 13163, 13697, 13700, 14808, 15306, 16410, 16791, 17992, 19203, 19510,
-    20724, 22305, 22935, 27007, 30109, 30420, 33409, 34949, 40283, 40493, 40549, 47282, 49146,
-)  # fmt: skip
+    *_NON_SPEECH,
+    357,
+    366,
+    438,
+    532,
+    685,
+    705,
+    796,
+    930,
+    1058,
+    1220,
+    1267,
+    1279,
+    1303,
+    1343,
+    1377,
+    1391,
+    1635,
+    1782,
+    1875,
+    2162,
+    2361,
+    2488,
+    3467,
+    4008,
+    4211,
+    4600,
+    4808,
+    5299,
+    5855,
+    6329,
+    7203,
+    9609,
+    9959,
+    10563,
+    10786,
+    11420,
+    11709,
+    11907,
+    13163,
+    13697,
+    13700,
+    14808,
+    15306,
+    16410,
+    16791,
+    17992,
+    19203,
+    19510,
+    20724,
+    22305,
+    22935,
+    27007,
+    30109,
+    30420,
+    33409,
+    34949,
+    40283,
+    40493,
+    40549,
+    47282,
+    49146,
+)
 
 # kind: (published checkpoint, bundled tokenizer, mel bins, decoder layers, published config.json pad id)
 _LAYOUTS = {
@@ -66,8 +180,14 @@ _LAYOUTS = {
     # decoder layers: that is what its published 166M parameters come to)
     "distil-english": ("distil-whisper/distil-medium.en", "whisper_tokenizer_en", 80, 2, None),
 }
-TINY = {"d_model": 64, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "encoder_attention_heads": 2,
-        "decoder_attention_heads": 2, "encoder_layers": 2}  # fmt: skip
+TINY = {
+    "d_model": 64,
+    "encoder_ffn_dim": 128,
+    "decoder_ffn_dim": 128,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_layers": 2,
+}
 
 
 def published_checkpoint(kind: str) -> str:
@@ -78,16 +198,27 @@ def published_checkpoint(kind: str) -> str:
 def _generation_config(kind: str, token_id: Any, eot: int, multilingual: bool) -> GenerationConfig:
     sot, no_timestamps = token_id("<|startoftranscript|>"), token_id("<|notimestamps|>")
     no_speech = token_id("<|nospeech|>" if kind.startswith("large-v3") else "<|nocaptions|>")
-    controls = [sot, *(token_id(t) for t in ("<|translate|>", "<|transcribe|>", "<|startoflm|>")),
-                token_id("<|startofprev|>"), no_speech]  # fmt: skip
+    controls = [
+        sot,
+        *(token_id(t) for t in ("<|translate|>", "<|transcribe|>", "<|startoflm|>")),
+        token_id("<|startofprev|>"),
+        no_speech,
+    ]
     suppress = [*(SUPPRESS_MULTILINGUAL if multilingual else SUPPRESS_ENGLISH), *sorted(controls)]
     settings: dict[str, Any] = {
-        "bos_token_id": eot, "decoder_start_token_id": sot, "eos_token_id": eot, "pad_token_id": eot,
-        "begin_suppress_tokens": [220, eot], "suppress_tokens": suppress, "is_multilingual": multilingual,
+        "bos_token_id": eot,
+        "decoder_start_token_id": sot,
+        "eos_token_id": eot,
+        "pad_token_id": eot,
+        "begin_suppress_tokens": [220, eot],
+        "suppress_tokens": suppress,
+        "is_multilingual": multilingual,
         "max_initial_timestamp_index": 50,  # not confirmed: some uploads say 1
-        "max_length": 448, "no_timestamps_token_id": no_timestamps,
-        "prev_sot_token_id": token_id("<|startofprev|>"), "return_timestamps": False,
-    }  # fmt: skip
+        "max_length": 448,
+        "no_timestamps_token_id": no_timestamps,
+        "prev_sot_token_id": token_id("<|startofprev|>"),
+        "return_timestamps": False,
+    }
     if multilingual:
         languages = list(LANGUAGES)[: 100 if kind.startswith("large-v3") else 99]
         settings["lang_to_id"] = {f"<|{code}|>": token_id(f"<|{code}|>") for code in languages}
@@ -112,13 +243,20 @@ def build_whisper_replica(kind: str, directory: Path) -> Path:
     multilingual = len(tokenizer) >= 51865
     generation_config = _generation_config(kind, token_id, eot, multilingual)
     config = WhisperConfig(
-        **TINY, decoder_layers=decoder_layers, vocab_size=len(tokenizer), num_mel_bins=mel_bins,
-        max_source_positions=1500, max_target_positions=448,
+        **TINY,
+        decoder_layers=decoder_layers,
+        vocab_size=len(tokenizer),
+        num_mel_bins=mel_bins,
+        max_source_positions=1500,
+        max_target_positions=448,
         architectures=["WhisperForConditionalGeneration"],
-        bos_token_id=generation_config.bos_token_id, eos_token_id=eot, pad_token_id=config_pad or eot,
+        bos_token_id=generation_config.bos_token_id,
+        eos_token_id=eot,
+        pad_token_id=config_pad or eot,
         decoder_start_token_id=generation_config.decoder_start_token_id,
-        suppress_tokens=generation_config.suppress_tokens, begin_suppress_tokens=[220, eot],
-    )  # fmt: skip
+        suppress_tokens=generation_config.suppress_tokens,
+        begin_suppress_tokens=[220, eot],
+    )
     torch.manual_seed(0)  # the same random weights whatever ran before (they decide how long generate() runs)
     model = WhisperForConditionalGeneration(config)
     model.generation_config = generation_config
