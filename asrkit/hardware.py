@@ -15,11 +15,8 @@ config names them; a missing one is a one-line error naming the asrkit extra tha
 
 from __future__ import annotations
 
-import ctypes
-import importlib
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,13 +24,10 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from asrkit.extras import EXTRAS, require
+
 log = logging.getLogger(__name__)
 
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
-
-# top-level package -> the asrkit extra that installs it
-EXTRAS = {"lightning_habana": "gaudi", "habana_frameworks": "gaudi", "deepspeed": "deepspeed", "mpi4py": "mpi"}
 # Lightning's DDP strategy names; each has a "<name>_find_unused_parameters_true" variant
 DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 # DeepSpeed config keys that asrkit sets from elsewhere (Lightning derives them from the Trainer and data)
@@ -43,17 +37,6 @@ DEEPSPEED_DERIVED_KEYS = {
     "optimizer": "the optimizer group builds the optimizer (optimizer.factory)",
     "scheduler": "the optimizer group builds the learning-rate schedule (optimizer.scheduler)",
 }
-
-
-def require(package: str, what: str) -> None:
-    """Import ``package`` or stop with a one-line error naming the extra that installs it."""
-    try:
-        importlib.import_module(package)
-    except ImportError as error:
-        root = package.split(".")[0]
-        extra = EXTRAS.get(root)
-        hint = f"pip install 'asrkit[{extra}]'" if extra else f"pip install {root}"
-        raise ImportError(f"{what} needs the {root} package ({error}); install it: {hint}") from None
 
 
 def _plain(node: Any) -> Any:
@@ -275,7 +258,8 @@ def _check_available(hw: Mapping[str, Any]) -> None:
 
 def trainer_kwargs(hw: Mapping[str, Any], find_unused_parameters: bool = False) -> dict[str, Any]:
     """The ``lightning.Trainer`` arguments accelerator, devices, num_nodes, strategy, precision, plugins
-    (``find_unused_parameters``: see ``build_strategy``)."""
+    (``find_unused_parameters``: see ``build_strategy``). :func:`world_size` checks nodes x devices against
+    the launcher; ``train()`` calls it once, for the batch plan."""
     from asrkit.config import export_environment
 
     export_environment(hw.get("env"))  # Habana's PT_HPU_* are read when its bridge is first imported
@@ -283,7 +267,6 @@ def trainer_kwargs(hw: Mapping[str, Any], find_unused_parameters: bool = False) 
     devices = hw.get("devices", "auto")
     if devices in ("auto", -1, "-1") and external_launch():
         devices = devices_per_node(hw)
-    world_size(hw)  # checks nodes x devices against the launcher
     kwargs: dict[str, Any] = {
         "accelerator": hw["accelerator"],
         "devices": _plain(devices),
@@ -299,39 +282,3 @@ def trainer_kwargs(hw: Mapping[str, Any], find_unused_parameters: bool = False) 
             del kwargs["precision"]  # the plugin carries it (hw.precision, interpolated into it)
         kwargs["plugins"] = plugins
     return kwargs
-
-
-# --- checkpoints ------------------------------------------------------------------------------------
-def checkpoint_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The LightningModule ``state_dict`` in a checkpoint: a Lightning ``.ckpt`` file, or the directory a
-    DeepSpeed strategy writes (ZeRO shards consolidated into full fp32 weights)."""
-    if os.path.isdir(path):
-        require("deepspeed", f"the DeepSpeed checkpoint {path}")
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag="checkpoint")
-        return {key.removeprefix("_forward_module."): value for key, value in state.items()}
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-
-
-def reuse_freed_memory() -> bool:
-    """Make glibc malloc keep freed memory for reuse instead of unmapping it after every step.
-
-    By default glibc serves each allocation over 128 KiB-32 MiB with its own mmap and returns it with
-    munmap on free, so a CPU training step that builds 100 MB of logits pays for hundreds of
-    thousands of page faults (measured: 210k per step of the demo Whisper, 40% of its time in the
-    kernel). With mmap off and trimming off, freed memory is reused: 1.7x the demo's step rate
-    (``benchmarks/cpu_step.py``). Returns False where the C library is not glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        applied = all(
-            libc.mallopt(option, value)
-            for option, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
-        )
-    except (OSError, AttributeError):
-        applied = False
-    log.info("glibc malloc set to reuse freed memory" if applied else "allocator left as it is (not glibc)")
-    return applied

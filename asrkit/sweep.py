@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -30,6 +29,8 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from asrkit.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,6 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # parallel jobs may finish together; readers never see half a file
-
-
 def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the rows, best first."""
     sweep_dir = Path(sweep_dir)
@@ -124,13 +119,13 @@ def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomically(sweep_dir / "summary.csv", text.getvalue())
+    write_atomically(sweep_dir / "summary.csv", text.getvalue())
 
     table = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs, sorted by best validation WER (%)."]
     table += ["", "Overrides of every job: " + (" ".join(f"`{o}`" for o in shared) or "none"), ""]
     table += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     table += ["| " + " | ".join(_cell(row.get(column)) for column in columns) + " |" for row in rows]
-    _write_atomically(sweep_dir / "summary.md", "\n".join(table) + "\n")
+    write_atomically(sweep_dir / "summary.md", "\n".join(table) + "\n")
     return rows
 
 

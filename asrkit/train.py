@@ -14,10 +14,10 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from asrkit import hardware, metrics
+from asrkit import checkpoints, hardware, memory, metrics
+from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
-from asrkit.data.datamodule import derive_accumulation
-from asrkit.export import write_model_card
+from asrkit.model_card import write_model_card
 from asrkit.models.steps import evaluation_normalizer
 
 log = logging.getLogger(__name__)
@@ -48,20 +48,25 @@ def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, when: 
 def _left_out(datamodule: Any) -> dict[str, Any]:
     """Per evaluation split, the utterances (and hours) the drop rule left out of the scores, and why."""
     left_out = {}
-    for split in ("validation", "test"):
-        excluded = getattr(datamodule, "excluded", {}).get(split)
+    for role in ("validation", "test"):
+        excluded = datamodule.excluded.get(role)
         if excluded is None:  # not indexed (streaming): the stream logs its drop counts instead
             continue
-        left_out[split] = excluded
+        left_out[role] = excluded
         if excluded["utterances"]:
             log.warning(
                 "%s split: %d utterances (%.3f h) left out of the scores: %s",
-                split,
+                role,
                 excluded["utterances"],
                 excluded["hours"],
                 excluded["reasons"],
             )
     return left_out
+
+
+def _dropped(datamodule: Any) -> dict[str, dict[str, int]]:
+    """``data/dropped/<role>/<reason>``: how many examples of each split each reason dropped."""
+    return {role: dict(excluded["reasons"]) for role, excluded in datamodule.excluded.items()}
 
 
 def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any]:
@@ -70,7 +75,7 @@ def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any
     if best is None or not best.best_model_path:
         log.warning("no validation ran, so there is no best checkpoint: testing and exporting the last weights")
         return {"best_checkpoint": None}
-    module.load_state_dict(hardware.checkpoint_state_dict(best.best_model_path))  # a file, or DeepSpeed's dir
+    module.load_state_dict(checkpoints.checkpoint_state_dict(best.best_model_path))  # a file, or DeepSpeed's dir
     log.info("best checkpoint: %s", best.best_model_path)
     best_key = "best_" + best.monitor.replace("/", "_")  # best_val_wer; best_val_loss for pre-training
     score = best.best_model_score  # None when a resumed run ended before validating again
@@ -86,25 +91,26 @@ def train(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
 
     module: L.LightningModule = _build("model", cfg.model, optimizer=cfg.optimizer, _recursive_=False)
-    datamodule: L.LightningDataModule = _build("data", cfg.data, collator=module.collator)
+    batch_plan = BatchPlan.make(cfg.data.global_batch_size, cfg.data.per_device_batch_size, hardware.world_size(cfg.hw))
+    datamodule: L.LightningDataModule = _build("data", cfg.data, collator=module.collator, batch_plan=batch_plan)
     if cfg.preprocess_only:  # one process measures, filters and saves the splits; later runs load them
         datamodule.preprocess()
         return None
+    if module.needs_vocabulary:  # CTC: the character vocabulary of the training transcripts
+        module.build_vocabulary(datamodule.training_transcripts())
     callbacks = [_build(f"callbacks.{name}", node) for name, node in cfg.callbacks.items() if node]
     loggers = [_build(f"logger.{name}", node) for name, node in cfg.logger.items() if node]
-    world_size = hardware.world_size(cfg.hw)
-    accumulation = derive_accumulation(cfg.data.global_batch_size, cfg.data.per_device_batch_size, world_size)
     trainer: L.Trainer = _build(
         "trainer",
         cfg.trainer,
         **hardware.trainer_kwargs(cfg.hw, find_unused_parameters=module.skips_layers),  # layerdrop under DDP
         callbacks=callbacks,
         logger=loggers,
-        accumulate_grad_batches=accumulation,
-        val_check_interval=cfg.trainer.val_check_interval * accumulation,  # given in optimizer steps
+        accumulate_grad_batches=batch_plan.accumulation,
+        val_check_interval=cfg.trainer.val_check_interval * batch_plan.accumulation,  # given in optimizer steps
     )
     if cfg.hw.reuse_freed_memory and isinstance(trainer.accelerator, CPUAccelerator):
-        hardware.reuse_freed_memory()
+        memory.reuse_freed_memory()
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -122,6 +128,7 @@ def train(cfg: DictConfig) -> float | None:
         results["test"] = _test(trainer, module, datamodule, "after")
     results["evaluation"] = {"dtype": str(cfg.evaluation.dtype), "normalizer": evaluation_normalizer(cfg.evaluation)}
     results["left_out"] = _left_out(datamodule)
+    results["data"] = {"dropped": _dropped(datamodule)}
 
     if trainer.is_global_zero:
         if cfg.export:

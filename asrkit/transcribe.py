@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig
 
 from asrkit.config import CONFIG_DIR, register_resolvers
 from asrkit.data.audio import AudioDecodeError, decode_audio
-from asrkit.evaluate import load_recognizer
+from asrkit.recognizer import load_recognizer
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from torch.utils.data import BatchSampler, RandomSampler  # noqa: E402
 
-from asrkit import hardware  # noqa: E402
+from asrkit import memory  # noqa: E402
 from asrkit.config import compose_config  # noqa: E402
-from asrkit.data.batching import padding_fraction  # noqa: E402
+from asrkit.data.padding import padding_fraction  # noqa: E402
 from asrkit.data.sampler import DurationBucketBatchSampler  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    hardware.reuse_freed_memory()
+    memory.reuse_freed_memory()
     cfg = compose_config(["experiment=demo_ctc", "model.tokenizer_dir=null"], "/tmp/asrkit-benchmark")
     torch.manual_seed(args.seed)
     module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)

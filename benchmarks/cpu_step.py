@@ -29,12 +29,12 @@ def measure(variant: str, steps: int, warmup: int) -> dict[str, float]:
     import torch
     from hydra.utils import instantiate
 
-    from asrkit import hardware
+    from asrkit import memory
     from asrkit.config import compose_config
 
     bf16, reuse = VARIANTS[variant]
     if reuse:
-        hardware.reuse_freed_memory()
+        memory.reuse_freed_memory()
     cfg = compose_config(["experiment=demo"], "/tmp/asrkit-benchmark")
     torch.manual_seed(0)
     module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)

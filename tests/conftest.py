@@ -9,14 +9,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import csv  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import pytest  # noqa: E402
 import soundfile  # noqa: E402
-from transformers import pipeline  # noqa: E402
+from transformers import WhisperFeatureExtractor, WhisperTokenizer, pipeline  # noqa: E402
 
 from asrkit.config import asset_path, compose_config  # noqa: E402
+from asrkit.models.whisper_collator import WhisperCollator  # noqa: E402
 
-__all__ = ["TINY_RUN", "compose_config", "transcribe_demo_test_files"]
+__all__ = ["TINY_RUN", "compose_config", "run_asrkit_command", "subprocess_env", "transcribe_demo_test_files"]
+
+REPO = Path(__file__).resolve().parent.parent
 
 CPU_BF16 = {"on": "1", "off": "0"}  # --cpu-bf16 -> ASRKIT_CPU_BF16 (asrkit.hardware.cpu_has_native_bf16)
 
@@ -71,3 +78,37 @@ def transcribe_demo_test_files(export: Path, count: int = 20) -> tuple[list[str]
         hypotheses.append(recognizer({"raw": audio, "sampling_rate": rate})["text"])
         references.append(row["text"])
     return references, hypotheses
+
+
+@pytest.fixture(scope="module")
+def collator() -> WhisperCollator:
+    """The demo Whisper's collator (Hindi, a 3 s window): what the data tests batch with."""
+    tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
+    tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
+    return WhisperCollator(
+        WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448, max_input_seconds=3.0
+    )
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of an asrkit process a test starts: offline, quiet OpenMP, the repository importable."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # the repository root, so that tests.cpu_deepspeed imports from any working directory
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_asrkit_command(run_dir: Path, *overrides: str, timeout: int = 1800) -> tuple[str, dict]:
+    """``python -m asrkit <overrides>`` as a user types it, into ``run_dir``: its console output and metrics.json."""
+    command = [
+        sys.executable,
+        "-m",
+        "asrkit",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=subprocess_env())
+    output = run.stdout + run.stderr  # Hydra's console log goes to stdout
+    assert run.returncode == 0, output[-3000:]
+    return output, json.loads((run_dir / "metrics.json").read_text())

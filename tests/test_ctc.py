@@ -24,10 +24,10 @@ from transformers import (
 )
 
 from asrkit.config import asset_path
-from asrkit.data.batching import IGNORE_INDEX, Wav2Vec2CTCCollator
+from asrkit.data.padding import IGNORE_INDEX
 from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
-from asrkit.data.vocab import build_ctc_tokenizer, build_vocabulary, cached_vocabulary
-from asrkit.models.ctc import ctc_loss
+from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss
+from asrkit.models.ctc_vocab import build_ctc_tokenizer, build_vocabulary, cached_vocabulary
 from asrkit.models.wav2vec2_ctc import Wav2Vec2CTCModule
 from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import shutil
 from pathlib import Path
@@ -10,23 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
+from asrkit.batch_plan import BatchPlan
 from asrkit.config import asset_path
 from asrkit.data.audio import AudioDecodeError, audio_duration, decode_audio
-from asrkit.data.batching import IGNORE_INDEX, WhisperCollator
-from asrkit.data.datamodule import ASRDataModule, derive_accumulation
+from asrkit.data.datamodule import ASRDataModule
+from asrkit.data.padding import IGNORE_INDEX
+from asrkit.models.whisper_collator import WhisperCollator
 
 DEMO = Path(asset_path("demo_speech"))
-
-
-@pytest.fixture(scope="module")
-def collator() -> WhisperCollator:
-    tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
-    tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
-    return WhisperCollator(
-        WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448, max_input_seconds=3.0
-    )
 
 
 @pytest.mark.parametrize(
@@ -34,13 +27,13 @@ def collator() -> WhisperCollator:
     [(64, 16, 1, 4), (64, 8, 8, 1), (256, 8, 8, 4), (64, None, 8, 1), (32, 4, 1, 8)],
 )
 def test_gradient_accumulation_is_derived_from_world_size(global_batch, per_device, world, expected) -> None:
-    assert derive_accumulation(global_batch, per_device, world) == expected
+    assert BatchPlan.make(global_batch, per_device, world).accumulation == expected
 
 
 @pytest.mark.parametrize(("global_batch", "per_device", "world"), [(64, 16, 8), (100, 16, 1), (4, None, 8)])
 def test_global_batch_that_does_not_divide_is_an_error(global_batch, per_device, world) -> None:
     with pytest.raises(ValueError, match="data.global_batch_size"):
-        derive_accumulation(global_batch, per_device, world)
+        BatchPlan.make(global_batch, per_device, world)
 
 
 def test_header_durations_match_the_metadata_column() -> None:
@@ -97,8 +90,8 @@ def test_bad_and_out_of_range_audio_is_counted_and_dropped(tmp_path: Path, colla
     datamodule = _datamodule(tmp_path, collator, max_duration_in_seconds=30.0)
     with caplog.at_level(logging.WARNING):
         datamodule.setup("fit")
-    assert len(datamodule.datasets["train"]) == len(rows) - 2
-    assert len(datamodule.datasets["validation"]) == len(rows)
+    assert len(datamodule.splits.datasets["train"]) == len(rows) - 2
+    assert len(datamodule.splits.datasets["validation"]) == len(rows)
     messages = " | ".join(r.getMessage() for r in caplog.records)
     assert "dropped 1 of 6 examples: unreadable audio" in messages
     assert "dropped 1 of 6 examples: duration outside [0.0, 3.0] s" in messages  # clamped to the window
@@ -129,7 +122,7 @@ def test_overlong_labels_are_dropped_with_a_count(tmp_path: Path, collator, capl
             datamodule.setup("fit")
     finally:
         collator.max_label_length = 448
-    kept = collator.encode_text(list(datamodule.datasets["train"].dataset["text"]))
+    kept = collator.encode_text(list(datamodule.splits.datasets["train"].dataset["text"]))
     assert len(kept) == len(rows) - too_long and max(len(ids) for ids in kept) <= limit
     assert f"dropped {too_long} of {len(rows)} examples: label longer than {limit} tokens" in caplog.text
 
@@ -155,7 +148,7 @@ def test_whisper_batch_layout(collator) -> None:
         ids = [t for t in row if t != IGNORE_INDEX]
         assert ids[-1] == eos
         assert collator.tokenizer.decode(ids, skip_special_tokens=True) == reference
-    assert batch["audio_seconds"] == pytest.approx(sum(datamodule.durations["validation"][:4]), abs=0.01)
+    assert batch["audio_seconds"] == pytest.approx(sum(datamodule.splits.durations["validation"][:4]), abs=0.01)
 
 
 def test_validation_and_test_are_scored_whole_unless_an_eval_filter_is_set(tmp_path: Path, collator) -> None:
@@ -167,13 +160,13 @@ def test_validation_and_test_are_scored_whole_unless_an_eval_filter_is_set(tmp_p
     whole = _datamodule(tmp_path, collator)
     whole.setup("fit")
     whole.setup("test")
-    assert len(whole.datasets["train"]) == len(rows) - 1  # training keeps to the window
-    assert len(whole.datasets["test"]) == len(whole.datasets["validation"]) == len(rows)
+    assert len(whole.splits.datasets["train"]) == len(rows) - 1  # training keeps to the window
+    assert len(whole.splits.datasets["test"]) == len(whole.splits.datasets["validation"]) == len(rows)
     assert whole.excluded["test"] == {"utterances": 0, "hours": 0.0, "reasons": {}}
 
     filtered = _datamodule(tmp_path, collator, eval_max_duration_in_seconds=3.0)
     filtered.setup("test")
-    assert len(filtered.datasets["test"]) == len(rows) - 1
+    assert len(filtered.splits.datasets["test"]) == len(rows) - 1
     assert filtered.excluded["test"] == {
         "utterances": 1,
         "hours": pytest.approx(4 / 3600),
@@ -189,8 +182,8 @@ def test_missing_transcripts_are_kept_when_text_is_not_required(tmp_path: Path, 
         (tmp_path / split / "metadata.csv").write_text("\n".join([lines[0], *empty]))
     datamodule = _datamodule(tmp_path, collator, require_text=False)
     datamodule.setup("fit")
-    assert datamodule.datasets["train"].dataset[0]["text"] is None  # what datasets makes of an empty cell
-    example = datamodule.datasets["train"][0]
+    assert datamodule.splits.datasets["train"].dataset[0]["text"] is None  # what datasets makes of an empty cell
+    example = datamodule.splits.datasets["train"][0]
     assert example["text"] == example["reference"] == "" and len(example["audio"]) > 0
 
 
@@ -206,7 +199,7 @@ def test_references_are_scored_as_the_labels_are_written(tmp_path: Path, collato
     recipe = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]  # run_speech_recognition_ctc's
     datamodule = _datamodule(tmp_path, collator, chars_to_ignore=recipe, do_lower_case=True)
     datamodule.setup("test")
-    example = datamodule.datasets["test"][0]
+    example = datamodule.splits.datasets["test"][0]
     assert example["text"] == "twentyone rock'n'roll fans all wellknown"
     assert example["reference"] == example["text"]
     assert error_rates([example["reference"]], [example["text"]]) == {
@@ -214,4 +207,63 @@ def test_references_are_scored_as_the_labels_are_written(tmp_path: Path, collato
         "wer": 0.0,
         "cer": 0.0,
         "num_samples": 1.0,
+    }
+
+
+def _stereo_44k(path: Path, seconds: float) -> None:
+    """A readable stereo 44.1 kHz WAV of ``seconds`` (what a user's own recordings often are)."""
+    samples = np.random.default_rng(0).uniform(-0.1, 0.1, (int(44_100 * seconds), 2)).astype(np.float32)
+    soundfile.write(path, samples, 44_100, format="WAV")
+
+
+def _with_duration_column(root: Path, rows: list[dict[str, str]], empty: set[int]) -> None:
+    """metadata.csv with a duration column whose cells are empty for the rows in ``empty``."""
+    for split in ("train", "validation", "test"):
+        with open(root / split / "metadata.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["file_name", "text", "duration"])
+            writer.writeheader()
+            for number, row in enumerate(rows):
+                seconds = "" if number in empty else f"{soundfile.info(root / split / row['file_name']).duration:.3f}"
+                writer.writerow({"file_name": row["file_name"], "text": row["text"], "duration": seconds})
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
+def test_a_row_with_an_empty_duration_cell_is_kept_when_its_file_is_readable(
+    tmp_path: Path, collator, caplog, streaming: bool
+) -> None:
+    rows = _small_audiofolder(tmp_path, count=4)
+    for row in rows[:2]:  # two good stereo 44.1 kHz recordings, their duration cells left empty
+        for split in ("train", "validation", "test"):
+            (tmp_path / split / row["file_name"]).unlink()
+            _stereo_44k(tmp_path / split / row["file_name"].replace(".flac", ".wav"), 1.5)
+        row["file_name"] = row["file_name"].replace(".flac", ".wav")
+    _with_duration_column(tmp_path, rows, empty={0, 1})
+    datamodule = _datamodule(tmp_path, collator, duration_column="duration", streaming=streaming)
+    with caplog.at_level(logging.WARNING):
+        datamodule.setup("fit")
+    if streaming:
+        kept = [example for example, _ in itertools.islice(iter(datamodule.splits.datasets["train"]), len(rows))]
+        assert all(example is not None for example in kept)
+        assert {len(example["audio"]) for example in kept[:2]} == {24_000}  # 1.5 s, mono, resampled to 16 kHz
+    else:
+        assert len(datamodule.splits.datasets["train"]) == len(rows)
+        assert datamodule.splits.durations["train"][:2] == pytest.approx([1.5, 1.5])  # from the headers
+    assert "dropped" not in caplog.text
+
+
+def test_each_drop_reason_is_counted_on_its_own(tmp_path: Path, collator) -> None:
+    rows = _small_audiofolder(tmp_path, count=6)
+    (tmp_path / "train" / rows[0]["file_name"]).write_bytes(b"not audio at all" * 64)  # unreadable header
+    rows[1]["text"] = ""  # a readable file without a transcript
+    soundfile.write(tmp_path / "train" / rows[2]["file_name"], np.zeros(16_000 * 4, np.float32), 16_000, format="FLAC")
+    with open(tmp_path / "train" / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file_name", "text"])
+        writer.writeheader()
+        writer.writerows({"file_name": r["file_name"], "text": r["text"]} for r in rows)
+    datamodule = _datamodule(tmp_path, collator)
+    datamodule.setup("fit")
+    assert datamodule.excluded["train"]["reasons"] == {
+        "unreadable audio": 1,
+        "empty transcript": 1,
+        "duration outside [0.0, 3.0] s": 1,
     }

@@ -5,7 +5,6 @@ tests/cpu_deepspeed.py)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,9 +16,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import WhisperForConditionalGeneration, pipeline
 
-from asrkit import hardware
+from asrkit import checkpoints
 from asrkit.config import asset_path
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -51,16 +50,11 @@ def _overrides(**changes: object) -> list[str]:
     return [f"{key}={value}" for key, value in settings.items()]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    # the repository root, so that tests.cpu_deepspeed imports from any working directory
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
 def _run(command: list[str], cwd: Path, log: Path) -> str:
     with log.open("w") as out:
-        done = subprocess.run(command, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT)
+        done = subprocess.run(
+            command, cwd=cwd, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT
+        )
     text = log.read_text()
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{text[-6000:]}"
     return text
@@ -144,7 +138,7 @@ def test_two_torchrun_nodes_on_loopback_train_together(tmp_path: Path) -> None:
             *overrides,
         ]
         log = (tmp_path / f"node{rank}.log").open("w")
-        process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
         nodes.append((process, log))
     try:
         codes = [process.wait(timeout=TIMEOUT) for process, _ in nodes]
@@ -199,7 +193,7 @@ def test_deepspeed_zero2_on_two_cpu_processes_resumes_and_exports_a_full_model(t
 
     export = first / "export"
     model = WhisperForConditionalGeneration.from_pretrained(export)
-    weights = hardware.checkpoint_state_dict(best)  # the ZeRO shards consolidated to fp32
+    weights = checkpoints.checkpoint_state_dict(best)  # the ZeRO shards consolidated to fp32
     exported = model.state_dict()
     for name in ("model.encoder.conv1.weight", "model.decoder.layers.1.fc2.weight"):
         assert torch.allclose(exported[name].float(), weights[f"model.{name}"], rtol=1e-2, atol=1e-3), name

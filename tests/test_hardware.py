@@ -10,8 +10,8 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
-from asrkit import hardware
-from asrkit.data.datamodule import derive_accumulation
+from asrkit import checkpoints, hardware
+from asrkit.batch_plan import BatchPlan
 from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config
 
@@ -66,13 +66,13 @@ def test_accumulation_keeps_the_global_batch_on_any_hardware(
         monkeypatch.setenv(name, value)
     hw = _hw(tmp_path, *overrides)
     assert hardware.world_size(hw) == world
-    steps = derive_accumulation(global_batch_size=256, per_device_batch_size=8, world_size=world)
+    steps = BatchPlan.make(global_batch_size=256, per_device_batch_size=8, world_size=world).accumulation
     assert steps == accumulation and 8 * world * steps == 256
 
 
 def test_accumulation_without_a_per_device_size_splits_the_global_batch() -> None:
-    assert derive_accumulation(64, None, 8) == 1  # 8 per device
-    assert derive_accumulation(64, None, 1) == 1  # the whole batch in one pass
+    assert BatchPlan.make(64, None, 8).accumulation == 1  # 8 per device
+    assert BatchPlan.make(64, None, 1).accumulation == 1  # the whole batch in one pass
 
 
 @pytest.mark.parametrize(("global_batch", "per_device", "world"), [(64, 16, 8), (48, 16, 2), (4, None, 8)])
@@ -80,7 +80,7 @@ def test_a_global_batch_that_does_not_divide_names_the_numbers_to_change(
     global_batch: int, per_device: int | None, world: int
 ) -> None:
     with pytest.raises(ValueError, match=rf"data.global_batch_size={global_batch}\b.*world size {world}"):
-        derive_accumulation(global_batch, per_device, world)
+        BatchPlan.make(global_batch, per_device, world)
 
 
 # --- world size under external launchers ----------------------------------------------------------
@@ -203,7 +203,7 @@ def test_a_missing_platform_package_is_a_one_line_hint_naming_the_extra(
 def test_checkpoint_state_dict_reads_a_lightning_checkpoint_file(tmp_path: Path) -> None:
     weights = {"model.weight": torch.arange(3.0)}
     torch.save({"state_dict": weights, "global_step": 3}, tmp_path / "last.ckpt")
-    loaded = hardware.checkpoint_state_dict(tmp_path / "last.ckpt")
+    loaded = checkpoints.checkpoint_state_dict(tmp_path / "last.ckpt")
     assert torch.equal(loaded["model.weight"], weights["model.weight"])
 
 

@@ -16,9 +16,11 @@ LENGTHS = {"a/1.flac": 16_000, "a/2.flac": 24_000, "b/c/3.flac": 8_000, "b/4.fla
 
 
 class _AudioOnlyCollator:
-    """The two things the datamodule asks of a collator when it filters."""
+    """What the datamodule asks of a collator when it filters (asrkit.data.collator.Collator), with no labels."""
 
     sampling_rate = 16_000
+    max_input_seconds = None
+    max_label_length = None
 
     def encode_text(self, texts: list[str]) -> list[list[int]]:
         return [[] for _ in texts]
@@ -109,8 +111,8 @@ def test_text_free_data_is_kept_only_when_text_is_not_required(tmp_path: Path) -
     )
     datamodule = ASRDataModule(require_text=False, **settings)
     datamodule.setup("fit")
-    assert len(datamodule.datasets["train"]) == len(LENGTHS)
+    assert len(datamodule.splits.datasets["train"]) == len(LENGTHS)
     expected = sorted(samples / 16_000 for samples in LENGTHS.values())
-    assert sorted(datamodule.durations["train"]) == pytest.approx(expected)  # from the manifest alone
+    assert sorted(datamodule.splits.durations["train"]) == pytest.approx(expected)  # from the manifest alone
     with pytest.raises(ValueError, match="no example is left"):
         ASRDataModule(require_text=True, **settings).setup("fit")

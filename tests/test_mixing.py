@@ -7,10 +7,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-from asrkit.config import asset_path
-from asrkit.data.batching import WhisperCollator
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.data.mixing import mix, source_settings, transcript_convention, warn_on_mixed_conventions
 from asrkit.data.text import prepare_label_text
@@ -98,15 +95,6 @@ def test_a_source_with_another_convention_is_named(caplog) -> None:
     assert not same and not caplog.text
 
 
-@pytest.fixture(scope="module")
-def collator() -> WhisperCollator:
-    tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
-    tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
-    return WhisperCollator(
-        WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448, max_input_seconds=3.0
-    )
-
-
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_data_mix_through_the_datamodule(tmp_path: Path, collator, caplog, streaming: bool) -> None:
     """conf/data/mix.yaml with two local hub repositories: one cased and punctuated, one plain."""
@@ -143,13 +131,13 @@ def test_data_mix_through_the_datamodule(tmp_path: Path, collator, caplog, strea
         datamodule.setup("test")
     assert "data.sources.b: its transcripts are lower case and unpunctuated" in caplog.text
     if streaming:
-        stream = datamodule.datasets["train"]
+        stream = datamodule.splits.datasets["train"]
         train = [example["reference"] for (example, _), _ in zip(stream, range(10), strict=False)]
         validation = [r for batch in datamodule.val_dataloader() for r in batch["references"]]
         test = [r for batch in datamodule.test_dataloader() for r in batch["references"]]
     else:
         train, validation, test = (
-            list(datamodule.datasets[split].dataset["text"]) for split in ("train", "validation", "test")
+            list(datamodule.splits.datasets[split].dataset["text"]) for split in ("train", "validation", "test")
         )
     assert {text.split()[0] for text in train} == {"Number", "number"}  # both sources in training
     assert len(validation) == 3 and all(text.startswith("Number") for text in validation)  # a's dev only

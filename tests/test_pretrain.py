@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 
-import asrkit.data.datamodule as datamodule_code
+import asrkit.data.indexed as indexed_code
 from asrkit import hardware
 from asrkit.config import asset_path
 from asrkit.data.datamodule import ASRDataModule
@@ -270,8 +270,8 @@ def test_configs_and_splits_are_concatenated_in_order(tmp_path: Path, module) ->
     configs, splits = [c for c, _ in parts], [s for _, s in parts]
     data = ASRDataModule(train_split=None, configs=configs, splits=splits, **settings)
     data.setup("fit")
-    assert list(data.datasets["train"].dataset["text"]) == [t for part in parts for t in texts[part]]
-    assert list(data.datasets["validation"].dataset["text"]) == texts[("clean", "validation")]
+    assert list(data.splits.datasets["train"].dataset["text"]) == [t for part in parts for t in texts[part]]
+    assert list(data.splits.datasets["validation"].dataset["text"]) == texts[("clean", "validation")]
     with pytest.raises(ValueError, match="data.configs"):
         ASRDataModule(train_split=None, configs=["clean"], splits=["train.100", "train.360"], **settings)
     with pytest.raises(ValueError, match="data.train_split"):
@@ -295,18 +295,18 @@ def test_preprocess_only_saves_the_rows_and_a_later_run_reads_no_header(tmp_path
     def no_header_reads(*args, **kwargs):
         raise AssertionError("audio headers were read again")
 
-    monkeypatch.setattr(datamodule_code, "_header_durations", no_header_reads)
-    monkeypatch.setattr(ASRDataModule, "_filter", no_header_reads)
+    monkeypatch.setattr(indexed_code, "_header_durations", no_header_reads)
+    monkeypatch.setattr(indexed_code.IndexedSplits, "_filter", no_header_reads)
     cfg = compose_config(overrides, tmp_path / "second")
     module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
     data = instantiate(cfg.data, collator=module.collator)
     data.prepare_data()
     data.setup("fit")
-    assert len(data.datasets["train"]) == 24 and len(data.datasets["validation"]) == 8
+    assert len(data.splits.datasets["train"]) == 24 and len(data.splits.datasets["validation"]) == 8
     with open(Path(asset_path("demo_speech")) / "train" / "metadata.csv", newline="") as f:
         metadata = {row["file_name"]: float(row["duration"]) for row in csv.DictReader(f)}
-    names = [Path(audio["path"]).name for audio in data.datasets["train"].dataset["audio"]]
-    assert data.durations["train"] == pytest.approx([metadata[name] for name in names], abs=1e-3)
+    names = [Path(audio["path"]).name for audio in data.splits.datasets["train"].dataset["audio"]]
+    assert data.splits.durations["train"] == pytest.approx([metadata[name] for name in names], abs=1e-3)
     changed = instantiate(cfg.data, collator=module.collator, max_train_samples=23)  # other settings: no rows
     with pytest.raises(AssertionError, match="headers were read again"):
         changed.setup("fit")

@@ -12,7 +12,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from asrkit.data.batching import padding_fraction
+from asrkit.data.padding import padding_fraction
 from asrkit.data.sampler import DurationBucketBatchSampler
 
 

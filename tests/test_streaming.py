@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -15,14 +14,12 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-from asrkit.config import asset_path
 from asrkit.data import streaming
-from asrkit.data.batching import WhisperCollator
 from asrkit.data.datamodule import ASRDataModule
+from asrkit.models.whisper_collator import WhisperCollator
 from asrkit.train import train
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, subprocess_env
 from tests.hub_repo import build_hub_repo
 
 SIZES = {"train": 12, "validation": 6, "test": 5}
@@ -32,15 +29,6 @@ SIZES = {"train": 12, "validation": 6, "test": 5}
 def _short_pause_at_stream_ends(monkeypatch) -> None:
     """datasets sleeps 5 s wherever a multi-shard parquet stream ends (apache/arrow#45214); tests end many."""
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0.01)
-
-
-@pytest.fixture(scope="module")
-def collator() -> WhisperCollator:
-    tokenizer = WhisperTokenizer.from_pretrained(asset_path("whisper_tokenizer"))
-    tokenizer.set_prefix_tokens(language="hi", task="transcribe", predict_timestamps=False)
-    return WhisperCollator(
-        WhisperFeatureExtractor(chunk_length=3), tokenizer, max_label_length=448, max_input_seconds=3.0
-    )
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +82,7 @@ def test_evaluation_streams_read_each_example_once_in_order(repo: Path, collator
 
 
 def test_training_never_runs_out_and_reshuffles_every_pass(repo: Path, collator) -> None:
-    stream = _datamodule(repo, collator, shuffle_buffer_size=5).datasets["train"]
+    stream = _datamodule(repo, collator, shuffle_buffer_size=5).splits.datasets["train"]
     passes: dict[int, list[int]] = {}
     for example, position in stream:
         if position["pass"] == 3:
@@ -111,11 +99,11 @@ def test_two_ddp_ranks_read_disjoint_parts(repo: Path, collator, split: str) -> 
     parts = []
     for rank in (0, 1):
         datamodule = _datamodule(repo, collator, rank=rank, train_split=split, shuffle_buffer_size=4)
-        train_part = [_number(t) for t in _one_pass(datamodule.datasets["train"])]
+        train_part = [_number(t) for t in _one_pass(datamodule.splits.datasets["train"])]
         parts.append((train_part, [_number(r) for b in datamodule.val_dataloader() for r in b["references"]]))
     (train0, val0), (train1, val1) = parts
     assert train0 and train1 and not set(train0) & set(train1)
-    full = _one_pass(_datamodule(repo, collator, train_split=split).datasets["train"])
+    full = _one_pass(_datamodule(repo, collator, train_split=split).splits.datasets["train"])
     assert sorted(train0 + train1) == sorted(_number(t) for t in full)
     assert val0 and val1 and not set(val0) & set(val1) and len(val0 + val1) == SIZES["test"]
 
@@ -166,7 +154,7 @@ def test_resume_with_a_shuffle_buffer_repeats_nothing(repo: Path, collator) -> N
     resumed = _datamodule(repo, collator, shuffle_buffer_size=6)
     resumed.load_state_dict(_saved_and_loaded(first.state_dict()))
     resumed.train_dataloader()  # hands the saved positions to the stream
-    rest = [_number(t) for t in _one_pass(resumed.datasets["train"])]
+    rest = [_number(t) for t in _one_pass(resumed.splits.datasets["train"])]
     assert rest and not set(rest) & set(consumed) and len(set(rest)) == len(rest)
 
 
@@ -177,7 +165,7 @@ def test_a_different_world_size_restarts_the_stream_with_a_warning(repo: Path, c
     resumed.load_state_dict(first.state_dict())
     with caplog.at_level(logging.WARNING):
         resumed.train_dataloader()
-    assert "starts again from its beginning" in caplog.text and resumed.datasets["train"].resume_from == {}
+    assert "starts again from its beginning" in caplog.text and resumed.splits.datasets["train"].resume_from == {}
 
 
 def test_bad_audio_is_counted_and_skipped(tmp_path: Path, collator, caplog) -> None:
@@ -193,10 +181,10 @@ def test_bad_audio_is_counted_and_skipped(tmp_path: Path, collator, caplog) -> N
 
 @pytest.mark.parametrize("duration_column", ["seconds", None], ids=["duration-column", "file-headers"])
 def test_durations_are_filtered_on_the_fly(repo: Path, collator, caplog, duration_column) -> None:
-    everything = _one_pass(_datamodule(repo, collator, duration_column="seconds").datasets["train"])
+    everything = _one_pass(_datamodule(repo, collator, duration_column="seconds").splits.datasets["train"])
     with caplog.at_level(logging.WARNING):
         datamodule = _datamodule(repo, collator, duration_column=duration_column, max_duration_in_seconds=2.0)
-        kept = _one_pass(datamodule.datasets["train"])
+        kept = _one_pass(datamodule.splits.datasets["train"])
     assert 0 < len(kept) < len(everything)
     dropped = len(everything) - len(kept)
     assert f"dropped {dropped} of {len(everything)} examples: duration outside [0.0, 2.0] s" in caplog.text
@@ -238,7 +226,7 @@ def test_two_ddp_processes_stream_their_own_parts_and_save_both_positions(tmp_pa
         "hydra.run.dir": str(tmp_path),
     }
     overrides = dict(item.split("=", 1) for item in TINY_RUN) | changes
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = subprocess_env()
     command = [sys.executable, "-m", "asrkit", *(f"{key}={value}" for key, value in overrides.items())]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]

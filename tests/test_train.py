@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import soundfile
@@ -60,3 +62,24 @@ def test_resume_continues_at_the_saved_global_step(tmp_path: Path) -> None:
     assert json.loads((second / "metrics.json").read_text())["global_step"] == 7
     steps = _logged_steps(second, "train/loss")
     assert steps and min(steps) >= 4, f"the resumed run logged steps {steps}: it restarted from scratch"
+
+
+def test_metrics_count_each_drop_reason_of_each_split(tmp_path: Path) -> None:
+    """data/dropped/<split>/<reason> in metrics.json: unreadable, empty and over-long examples, counted apart."""
+    data = tmp_path / "speech"
+    shutil.copytree(asset_path("demo_speech"), data)
+    with open(data / "train" / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    (data / "train" / rows[0]["file_name"]).write_bytes(b"not audio" * 100)
+    rows[0]["duration"] = ""  # so its header is read: it has none
+    rows[1]["text"] = ""
+    rows[2]["duration"] = "4.5"  # the demo window is 3 s
+    with open(data / "train" / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    run = tmp_path / "run"
+    train(compose_config(TINY_RUN + [f"data.data_dir={data}", "export=false", "trainer.max_steps=2"], run))
+    dropped = json.loads((run / "metrics.json").read_text())["data"]["dropped"]
+    assert dropped["train"] == {"unreadable audio": 1, "empty transcript": 1, "duration outside [0.0, 3.0] s": 1}
+    assert dropped["validation"] == dropped["test"] == {}

@@ -22,8 +22,8 @@ from transformers import (
     pipeline,
 )
 
-from asrkit.evaluate import Recognizer
 from asrkit.models.whisper import WhisperModule
+from asrkit.recognizer import Recognizer
 from asrkit.transcribe import transcribe
 from tests.conftest import compose_config
 from tests.hub_repo import demo_rows

@@ -26,7 +26,7 @@ import datasets
 import soundfile
 
 from asrkit.data.audio import TARGET_SAMPLING_RATE
-from asrkit.data.sources import AUDIO, DURATION, TEXT
+from asrkit.data.columns import AUDIO, DURATION, TEXT
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,8 @@ from typing import Any
 
 import datasets
 
-from asrkit.data.sources import DURATION, TEXT, Split, load_split
+from asrkit.data.columns import DURATION, TEXT
+from asrkit.data.sources import Split, load_split
 
 log = logging.getLogger(__name__)
 

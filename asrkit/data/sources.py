@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 from huggingface_hub.errors import GatedRepoError
 
-AUDIO, TEXT, DURATION = "audio", "text", "duration"
+from asrkit.data.columns import AUDIO, DURATION, TEXT
 
 Split = datasets.Dataset | datasets.IterableDataset
 

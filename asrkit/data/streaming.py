@@ -1,9 +1,8 @@
 """Streaming (``data.streaming=true``): examples are read, filtered and decoded while training consumes them.
 
 Nothing is downloaded or indexed up front: each split is a ``datasets.IterableDataset`` (``load_dataset(...,
-streaming=True)``), and :class:`AudioTextStream` filters every example as it arrives, by the duration
-column when the source has one, else by its file header, then by transcript and (training) label length,
-exactly the rules of the map-style path; unreadable audio yields ``None``, which the collator counts as a
+streaming=True)``), and :class:`AudioTextStream` filters every example as it arrives by the drop rule both
+paths share (:mod:`asrkit.data.filtering`); unreadable audio yields ``None``, which the collator counts as a
 skipped example. Drops are counted and logged at the end of each pass.
 
 - Shuffling: a buffer of ``data.shuffle_buffer_size`` examples (and a shuffled shard order), seeded by
@@ -16,8 +15,8 @@ skipped example. Drops are counted and logged at the end of each pass.
   its own shards within that.
 - Resuming: every training example carries the ``IterableDataset.state_dict()`` of its worker's stream
   after it; the collate step attaches the last one to the batch, the datamodule records it when the batch
-  is trained on (:class:`StreamProgress`) and saves one position per rank and worker in the Lightning
-  checkpoint. A resumed run loads those states, so each worker continues after the last example that was
+  is trained on (:mod:`asrkit.data.stream_position`) and saves one position per rank and worker in the
+  Lightning checkpoint. A resumed run loads those states, so each worker continues after the last example that was
   trained on, without reading or decoding the consumed part again (``datasets`` skips finished shards and
   the rows before the position). With a shuffle buffer, the examples that were waiting in the buffer at
   the checkpoint are not seen again in that pass (``datasets`` does not save buffers); nothing is repeated.
@@ -36,13 +35,15 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 
-from asrkit.data.audio import AudioDecodeError, audio_duration, decode_audio
-from asrkit.data.sources import AUDIO, DURATION, TEXT
+from asrkit.data.audio import AudioDecodeError, decode_audio
+from asrkit.data.collator import Collator
+from asrkit.data.columns import AUDIO, DURATION, TEXT
+from asrkit.data.filtering import UNREADABLE, FilterRules, log_drops, row_duration
+from asrkit.data.options import DataOptions
+from asrkit.data.reading import read_role
+from asrkit.data.stream_position import STREAM_POSITION, StreamProgress
 
 log = logging.getLogger(__name__)
-
-STREAM_POSITION = "stream_position"  # batch key added by StreamCollator, removed by StreamProgress.record
-UNREADABLE = "unreadable audio"
 
 
 def shard_stream(
@@ -71,8 +72,8 @@ class AudioTextStream(torch.utils.data.IterableDataset):
     """Yields ``(example, position)`` pairs: the example dict the collators take (or ``None`` for audio that
     cannot be read), and for an ``endless`` (training) stream where its worker's stream stands after it.
 
-    ``collator`` supplies ``encode_text`` and ``max_label_length`` for the label-length filter; pass it
-    only for training. ``resume_from`` maps a worker id to the position to continue from.
+    Each example goes through the drop rule ``rules`` (:mod:`asrkit.data.filtering`); ``encode_text`` measures
+    labels when the rule limits their length. ``resume_from`` maps a worker id to the position to continue from.
     """
 
     def __init__(
@@ -81,9 +82,8 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         name: str,
         sampling_rate: int,
         prepare_text: Callable[[str], str],
-        duration_range: tuple[float, float],
-        collator: Any = None,
-        require_text: bool = True,
+        rules: FilterRules,
+        encode_text: Callable[[list[str]], list[list[int]]] | None = None,
         endless: bool = False,
         rank: int = 0,
         world_size: int = 1,
@@ -92,10 +92,8 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         self.name = name
         self.sampling_rate = sampling_rate
         self.prepare_text = prepare_text
-        self.duration_range = duration_range
-        self.collator = collator
-        self.max_label_length = getattr(collator, "max_label_length", None)
-        self.require_text = require_text  # false: keep empty transcripts (pre-training)
+        self.rules = rules
+        self.encode_text = encode_text
         self.endless = endless
         self.rank, self.world_size = rank, world_size
         self.resume_from: dict[int, dict[str, Any]] = {}
@@ -103,16 +101,12 @@ class AudioTextStream(torch.utils.data.IterableDataset):
     def _examine(self, row: dict[str, Any], index: int) -> tuple[dict[str, Any] | None, str | None]:
         """The example and ``None``, or ``None`` and the reason it is dropped."""
         text = self.prepare_text(row[TEXT] or "")
-        low, high = self.duration_range
+        duration = row_duration(row.get(DURATION), row[AUDIO])
+        lengths = self.rules.label_lengths([text], self.encode_text) if self.encode_text and duration else None
+        reason = self.rules.reason(duration, text, lengths[0] if lengths else None)
+        if reason is not None:
+            return None, reason
         try:
-            duration = row.get(DURATION)
-            duration = audio_duration(row[AUDIO]) if duration is None else float(duration)
-            if not low <= duration <= high:
-                return None, f"duration outside [{low}, {high}] s"
-            if not text and self.require_text:
-                return None, "empty transcript"
-            if self.max_label_length and len(self.collator.encode_text([text])[0]) > self.max_label_length:
-                return None, f"label longer than {self.max_label_length} tokens"
             audio = decode_audio(row[AUDIO], self.sampling_rate)
         except AudioDecodeError as error:
             log.warning("skipping undecodable audio: %s", error)
@@ -145,17 +139,9 @@ class AudioTextStream(torch.utils.data.IterableDataset):
                 if self.endless:
                     position = {"worker": worker, "workers": workers, "pass": data_pass, "count": count, "state": state}
                 yield example, position
-            for reason, number in dropped.items():
-                log.warning(
-                    "%s stream, pass %d, rank %d, worker %d: dropped %d of %d examples: %s",
-                    self.name,
-                    data_pass,
-                    self.rank,
-                    worker,
-                    number,
-                    count - first,
-                    reason,
-                )
+            log_drops(
+                f"{self.name} stream, pass {data_pass}, rank {self.rank}, worker {worker}", dropped, count - first
+            )
             if not self.endless or (count == first and start is None):  # the end, or no shard for this worker
                 return
             if kept == 0 and start is None:
@@ -186,47 +172,70 @@ def stream_loader(stream: AudioTextStream, batch_size: int, num_workers: int, co
     )
 
 
-class StreamProgress:
-    """Where each worker of this rank stands in the training stream, as of the last batch trained on."""
+class StreamingSplits:
+    """The streaming provider behind :class:`asrkit.data.datamodule.ASRDataModule` (``data.streaming=true``)."""
 
-    def __init__(self) -> None:
-        self.positions: dict[int, dict[str, Any]] = {}
-        self.saved_ranks: list[dict[int, dict[str, Any]]] | None = None
+    def __init__(self, options: DataOptions, collator: Collator) -> None:
+        self.options = options
+        self.collator = collator
+        self.prepare_text = options.filters.prepare_text()
+        self.datasets: dict[str, AudioTextStream] = {}  # per role
+        self.progress = StreamProgress()
+        self.excluded: dict[str, dict[str, Any]] = {}  # not counted up front: each stream logs its drops
+        self._rank = (0, 1)
+
+    def prepare(self) -> None:
+        pass  # nothing is downloaded or indexed up front
+
+    def setup(self, role: str, rank: int = 0, world_size: int = 1) -> None:
+        """This rank's part of a split, filtered and decoded as it is read; training's never ends."""
+        if role in self.datasets:
+            return
+        self._rank = (rank, world_size)
+        train = role == "train"
+        dataset = shard_stream(
+            read_role(self.options, role, self.prepare_text, streaming=True),
+            **(self._shuffle() if train else {}),
+            rank=rank,
+            world_size=world_size,
+            max_samples=self.options.source.max_samples(role),
+        )
+        self.datasets[role] = AudioTextStream(
+            dataset,
+            role,
+            self.collator.sampling_rate,
+            self.prepare_text,
+            self.options.filters.rules(role, self.collator),
+            encode_text=self.collator.encode_text if train else None,
+            endless=train,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def _shuffle(self) -> dict[str, int]:
+        return {
+            "shuffle_buffer_size": self.options.stream.shuffle_buffer_size,
+            "seed": self.options.stream.shuffle_seed,
+        }
+
+    def training_transcripts(self) -> list[str]:
+        """Every prepared training transcript, read once from the stream's text column (unfiltered)."""
+        log.info("reading the training transcripts once to build the CTC vocabulary")
+        dataset = read_role(self.options, "train", self.prepare_text, streaming=True)
+        return [self.prepare_text(row[TEXT] or "") for row in dataset.select_columns([TEXT])]
+
+    def loader(self, role: str, batch_size: int) -> DataLoader:
+        stream = self.datasets[role]
+        if role == "train":  # a resumed run continues where the checkpoint's training batches ended
+            stream.resume_from = self.progress.resume_positions(*self._rank, self.options.batches.num_workers)
+        return stream_loader(stream, batch_size, self.options.batches.num_workers, self.collator)
 
     def record(self, batch: Any) -> Any:
-        """Take the position off a training batch about to be trained on (``on_before_batch_transfer``)."""
-        if isinstance(batch, dict) and STREAM_POSITION in batch:
-            position = batch.pop(STREAM_POSITION)
-            self.positions[position["worker"]] = position
-        return batch
+        return self.progress.record(batch)  # the training batch about to be trained on
 
     def state_dict(self) -> dict[str, Any]:
-        """Every rank's positions (gathered: only rank 0 writes the checkpoint); call on all ranks."""
-        ranks = [self.positions]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            ranks = [{} for _ in range(torch.distributed.get_world_size())]
-            torch.distributed.all_gather_object(ranks, self.positions)
-        return {"ranks": ranks}
+        """The training stream's position (saved in Lightning checkpoints)."""
+        return self.progress.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.saved_ranks = [{int(worker): p for worker, p in rank.items()} for rank in state.get("ranks", [])]
-
-    def resume_positions(self, rank: int, world_size: int, num_workers: int) -> dict[int, dict[str, Any]]:
-        """The positions saved for this rank, if the run has the same ranks and workers as the saved one."""
-        if not self.saved_ranks or not any(self.saved_ranks):
-            return {}
-        workers = max(num_workers, 1)
-        saved_workers = {p["workers"] for positions in self.saved_ranks for p in positions.values()}
-        if len(self.saved_ranks) != world_size or saved_workers != {workers}:
-            log.warning(
-                "the checkpoint's stream positions come from %d rank(s) with %s DataLoader worker(s); "
-                "this run has %d with %d: the training stream starts again from its beginning",
-                len(self.saved_ranks),
-                sorted(saved_workers),
-                world_size,
-                workers,
-            )
-            return {}
-        self.positions = dict(self.saved_ranks[rank])  # saved again as they are until a worker moves on
-        log.info("resuming the training stream at %s", {w: (p["pass"], p["count"]) for w, p in self.positions.items()})
-        return self.positions
+        self.progress.load_state_dict(state)

@@ -1,17 +1,22 @@
-"""CTC functions shared by training (:mod:`asrkit.models.wav2vec2_ctc`) and :mod:`asrkit.evaluate`.
+"""CTC pieces shared by training (:mod:`asrkit.models.wav2vec2_ctc`) and :mod:`asrkit.recognizer`.
 
 Any CTC model of the wav2vec2 family (wav2vec2, XLS-R, HuBERT, WavLM, data2vec-audio, ...) takes raw waveforms
 and gives one vector of logits per frame. :func:`ctc_loss` is the loss of transformers' ``*ForCTC`` models
 computed in float32 whatever autocast is on; :func:`greedy_transcribe` is the one greedy decoder, written so
-that an utterance decodes to the same text whatever shares its batch.
+that an utterance decodes to the same text whatever shares its batch; :class:`Wav2Vec2CTCCollator` makes
+training batches (normalised waveforms, character labels).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
+
+from asrkit.data.padding import batch_fields, pad_labels, pad_waveforms
 
 
 def ctc_loss(
@@ -80,3 +85,65 @@ def greedy_transcribe(
             for i, row in zip(group, best, strict=True):
                 rows[i] = row[: frames[i]]
     return tokenizer.batch_decode(rows)
+
+
+class Wav2Vec2CTCCollator:
+    """Normalised raw waveforms (:func:`pad_waveforms`) and character labels padded with :data:`IGNORE_INDEX`.
+
+    The tokenizer is either given, or built from the training transcripts: ``train()`` hands them to the
+    module's ``build_vocabulary`` before any text is encoded, and ``vocabulary`` (texts -> tokenizer,
+    see :func:`asrkit.models.ctc_vocab.build_ctc_tokenizer`) makes the tokenizer.
+    """
+
+    max_input_seconds = None  # any length
+    max_label_length = None  # CTC needs no more labels than frames; zero_infinity handles the rest
+
+    def __init__(
+        self,
+        feature_extractor: Wav2Vec2FeatureExtractor,
+        tokenizer: Wav2Vec2CTCTokenizer | None = None,
+        vocabulary: Callable[[list[str]], Wav2Vec2CTCTokenizer] | None = None,
+    ) -> None:
+        if tokenizer is None and vocabulary is None:
+            raise ValueError("Wav2Vec2CTCCollator needs a tokenizer or a vocabulary builder")
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.vocabulary = None if tokenizer is not None else vocabulary
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.feature_extractor.sampling_rate
+
+    def build_vocabulary(self, texts: list[str]) -> None:
+        """Make the tokenizer from the prepared training transcripts (kept as it is when one was given)."""
+        if self.vocabulary is None:
+            return
+        tokenizer = self.vocabulary(texts)
+        if self.tokenizer is not None and tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise ValueError(
+                "the training transcripts changed after the CTC vocabulary was built from them; "
+                "build one datamodule per module"
+            )
+        self.tokenizer = tokenizer
+
+    def encode_text(self, texts: list[str]) -> list[list[int]]:
+        """Character ids for each text (spaces become the word delimiter, unknown characters ``[UNK]``)."""
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "the CTC vocabulary is not built yet: call the module's build_vocabulary(training "
+                "transcripts) first, or give model.tokenizer"
+            )
+        return self.tokenizer(texts).input_ids
+
+    def __call__(self, examples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+        kept = [example for example in examples if example is not None]
+        if not kept:
+            return None
+        batch = batch_fields(kept, len(examples) - len(kept), self.sampling_rate)
+        batch |= pad_waveforms(
+            [example["audio"] for example in kept],
+            normalize=self.feature_extractor.do_normalize,
+            return_attention_mask=self.feature_extractor.return_attention_mask,
+        )
+        batch["labels"] = pad_labels(self.encode_text([example["text"] for example in kept]))
+        return batch

@@ -1,5 +1,10 @@
 """What every model module does the same way around its steps, written once.
 
+:class:`EvaluationHooks` is the one shared piece that is a class: Lightning finds its hooks as methods of the
+module, so written once they must be inherited. It is a thin mixin with no state and no ``__init__``: the
+validation/test steps and their epoch-end hooks (a module gives ``_eval_step(batch)`` and
+``_eval_epoch_end(stage)``), ``on_fit_start`` and ``configure_optimizers``. Everything else is a function.
+
 - Train mode at the start of fitting: ``from_pretrained`` returns a model in eval mode and Lightning 2.5
   keeps submodule modes as it finds them, which would silently turn off dropout, SpecAugment and layerdrop
   in every fine-tune of a pre-trained checkpoint (:func:`enter_train_mode`).
@@ -17,6 +22,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from asrkit import optim
 from asrkit.data.text import resolve_normalizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -69,3 +75,35 @@ def evaluation_normalizer(evaluation: Mapping[str, Any] | None) -> str:
     """The normaliser WER/CER are computed with: ``evaluation.normalizer`` for ``evaluation.language``."""
     name = str(_setting(evaluation, "normalizer", "basic"))
     return resolve_normalizer(name, _setting(evaluation, "language", None))
+
+
+class EvaluationHooks:
+    """Lightning hooks the three modules share; put it before ``L.LightningModule`` in the bases.
+
+    The module provides ``self.model`` (the network), ``hparams.optimizer`` and ``hparams.evaluation``,
+    ``_eval_step(batch)`` (one validation or test batch) and ``_eval_epoch_end(stage)`` (``val`` or ``test``).
+    ``needs_vocabulary`` says whether ``train()`` must hand the module its training transcripts
+    (``build_vocabulary``) before fitting or testing.
+    """
+
+    needs_vocabulary = False
+
+    def on_fit_start(self) -> None:
+        enter_train_mode(self)  # a from_pretrained model arrives in eval mode
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        with evaluation_precision(self, self.hparams.evaluation):
+            self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        with evaluation_precision(self, self.hparams.evaluation):
+            self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)

@@ -8,11 +8,11 @@ attention mask) is kept too. With ``name_or_path: null`` the network is initiali
 ``random_init`` (``Wav2Vec2Config`` arguments, or another family's with ``model_type``): how the demo and
 the tests get a tiny model that runs the same code as the large one.
 
-The vocabulary (when ``tokenizer`` is null) comes from the training transcripts, which the datamodule
-reads after this module exists: it hands them to the collator (``build_vocabulary``) when it sets up the
-training split, and the network is built in ``configure_model``, once the output size is known (before
-Lightning restores a checkpoint). Checkpoints store the vocabulary: ``load_from_checkpoint`` rebuilds the
-same network from it, and resuming on data that gives another vocabulary is an error.
+The vocabulary (when ``tokenizer`` is null) comes from the training transcripts, which the datamodule reads
+after this module exists: ``train()`` hands them over (``build_vocabulary``) before fitting or testing, and
+the network is built in ``configure_model``, once the output size is known (before Lightning restores a
+checkpoint). Checkpoints store the vocabulary: ``load_from_checkpoint`` rebuilds the same network from it,
+and resuming on data that gives another vocabulary is an error.
 
 The loss (:func:`asrkit.models.ctc.ctc_loss`) runs in float32 under bf16/fp16 autocast, and evaluation
 decodes each utterance as it would alone (:func:`asrkit.models.ctc.greedy_transcribe`).
@@ -41,11 +41,10 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
 
-from asrkit import metrics, optim
-from asrkit.data.batching import Wav2Vec2CTCCollator
-from asrkit.data.vocab import build_ctc_tokenizer, tokenizer_from_vocabulary
+from asrkit import metrics
 from asrkit.models import steps
-from asrkit.models.ctc import ctc_loss, greedy_transcribe
+from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss, greedy_transcribe
+from asrkit.models.ctc_vocab import build_ctc_tokenizer, tokenizer_from_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ CONFIG_OPTIONS = (
 CHECKPOINT_KEY = "ctc_vocabulary"
 
 
-class Wav2Vec2CTCModule(L.LightningModule):
+class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
     def __init__(
         self,
         name_or_path: str | None,
@@ -165,23 +164,26 @@ class Wav2Vec2CTCModule(L.LightningModule):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model
 
+    @property
+    def needs_vocabulary(self) -> bool:
+        """Whether the vocabulary still has to be built from the training transcripts (``build_vocabulary``)."""
+        return self.collator.tokenizer is None
+
+    def build_vocabulary(self, transcripts: list[str]) -> None:
+        """Build the character vocabulary from the prepared training transcripts (given ``model.tokenizer``,
+        the given one is kept)."""
+        self.collator.build_vocabulary(transcripts)
+
     def configure_model(self) -> None:
         if self.model is not None:
             return
         if self.collator.tokenizer is None and getattr(self, "_trainer", None) is None:
             return  # load_from_checkpoint: on_load_checkpoint builds the network from the stored vocabulary
-        if self.collator.tokenizer is None:  # e.g. testing before training: only the test split is set up
-            datamodule = self.trainer.datamodule
-            if datamodule is None:
-                raise RuntimeError(
-                    "no CTC vocabulary: the training transcripts come from the datamodule; "
-                    "give model.tokenizer=<dir with vocab.json> to run without one"
-                )
-            datamodule.setup("fit")  # setting up the training split builds the vocabulary
         if self.collator.tokenizer is None:
             raise RuntimeError(
-                "the datamodule gave no training transcripts to build the CTC vocabulary from: "
-                "give model.tokenizer=<dir with vocab.json> (an asrkit export or run's tokenizer/)"
+                "no CTC vocabulary: hand the module the training transcripts first "
+                "(module.build_vocabulary(datamodule.training_transcripts()), as train() does), or give "
+                "model.tokenizer=<dir with vocab.json> (an asrkit export or run's tokenizer/)"
             )
         self._build_model(load_weights=True)
         if self.hparams.tokenizer_dir and self.trainer.is_global_zero:
@@ -194,7 +196,7 @@ class Wav2Vec2CTCModule(L.LightningModule):
         stored = checkpoint.get(CHECKPOINT_KEY)
         if stored is None:
             raise ValueError("this checkpoint holds no CTC vocabulary: it was not written by Wav2Vec2CTCModule")
-        if self.collator.tokenizer is None:  # load_from_checkpoint: no datamodule has run
+        if self.collator.tokenizer is None:  # load_from_checkpoint: no vocabulary was built
             self.collator.tokenizer = tokenizer_from_vocabulary(stored, self.hparams.vocab_cache_dir, **self._tokens)
         elif self.collator.tokenizer.get_vocab() != stored:
             raise ValueError(
@@ -204,9 +206,6 @@ class Wav2Vec2CTCModule(L.LightningModule):
             )
         if self.model is None:
             self._build_model(load_weights=False)
-
-    def on_fit_start(self) -> None:
-        steps.enter_train_mode(self)  # a from_pretrained model arrives in eval mode
 
     # training -----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
@@ -248,28 +247,10 @@ class Wav2Vec2CTCModule(L.LightningModule):
         unknown = self.collator.tokenizer.unk_token
         self.predictions[stage] = metrics.log_error_rates(self, predictions, stage, normalizer, unknown)
 
-    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        with steps.evaluation_precision(self, self.hparams.evaluation):
-            self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        with steps.evaluation_precision(self, self.hparams.evaluation):
-            self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
     @property
     def skips_layers(self) -> bool:
         """Whether a training step may skip layers (layerdrop), leaving parameters without gradient."""
         return self.hparams.layerdrop > 0
-
-    # optimisation -------------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)
 
     # export -------------------------------------------------------------------------------------
     def export(self, directory: str | Path) -> None:

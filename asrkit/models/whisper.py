@@ -31,9 +31,9 @@ from transformers import (
 )
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-from asrkit import metrics, optim
-from asrkit.data.batching import WhisperCollator
+from asrkit import metrics
 from asrkit.models import steps
+from asrkit.models.whisper_collator import WhisperCollator
 
 ENCODER_POSITIONS_PER_SECOND = 50  # 100 log-mel frames per second, halved by the stride-2 conv
 MULTILINGUAL_VOCAB_SIZE = 51865  # smaller vocabularies are English-only (transformers' convert_openai_to_hf)
@@ -137,7 +137,7 @@ def _random_whisper(tokenizer: WhisperTokenizer, settings: dict[str, Any], attn:
     return model
 
 
-class WhisperModule(L.LightningModule):
+class WhisperModule(steps.EvaluationHooks, L.LightningModule):
     def __init__(
         self,
         name_or_path: str | None,
@@ -202,9 +202,6 @@ class WhisperModule(L.LightningModule):
         self._predictions: list[tuple[int, str, str]] = []
         self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
 
-    def on_fit_start(self) -> None:
-        steps.enter_train_mode(self)  # a from_pretrained model arrives in eval mode
-
     # training ---------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
@@ -239,28 +236,10 @@ class WhisperModule(L.LightningModule):
         normalizer = steps.evaluation_normalizer(self.hparams.evaluation)
         self.predictions[stage] = metrics.log_error_rates(self, predictions, stage, normalizer)
 
-    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        with steps.evaluation_precision(self, self.hparams.evaluation):
-            self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        with steps.evaluation_precision(self, self.hparams.evaluation):
-            self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
     @property
     def skips_layers(self) -> bool:
         """Whether a training step may skip layers (layerdrop), leaving parameters without gradient."""
         return max(self.model.config.encoder_layerdrop, self.model.config.decoder_layerdrop) > 0
-
-    # optimisation -----------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)
 
     # export -----------------------------------------------------------------------------------
     def export(self, directory: str | Path) -> None:

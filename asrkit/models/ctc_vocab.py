@@ -13,11 +13,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import Wav2Vec2CTCTokenizer
+
+from asrkit.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,6 @@ WORD_DELIMITER, UNK, PAD = "|", "[UNK]", "[PAD]"
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/asrkit/ctc_vocab`` (``~/.cache/asrkit/ctc_vocab`` when XDG_CACHE_HOME is unset)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "asrkit" / "ctc_vocab"
-
-
-def _write_atomically(path: Path, content: str) -> None:
-    """Write via a temporary file and a rename, so that ranks writing the same file never read half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(content.encode("utf-8"))
-    os.replace(f.name, path)
 
 
 def build_vocabulary(
@@ -77,7 +70,7 @@ def cached_vocabulary(
     path = directory / f"{vocabulary_key(texts, **settings)}.json"
     if path.is_file():
         return path, False
-    _write_atomically(path, json.dumps(build_vocabulary(texts, **settings), ensure_ascii=False, indent=1))
+    write_atomically(path, json.dumps(build_vocabulary(texts, **settings), ensure_ascii=False, indent=1))
     return path, True
 
 
@@ -129,5 +122,5 @@ def tokenizer_from_vocabulary(
     directory = Path(cache_dir) if cache_dir else default_cache_dir()
     path = directory / f"vocab-{hashlib.sha256(content.encode()).hexdigest()}.json"
     if not path.is_file():
-        _write_atomically(path, content)
+        write_atomically(path, content)
     return ctc_tokenizer(path, word_delimiter=word_delimiter, unk_token=unk_token, pad_token=pad_token)

@@ -1,0 +1,227 @@
+"""Map-style data: every split read and measured up front, filtered once, decoded lazily by the loaders.
+
+Durations come from the source's duration column, and from each file's header where a cell is empty or the
+source has no such column (``datasets.map``, cached by ``datasets``); no audio is decoded before a batch
+needs it. The drop rule is :mod:`asrkit.data.filtering`'s. ``preprocess()`` saves which rows of each split
+survive (with their durations) under a key made of every setting that decides it, so that a later run
+(on any number of ranks) reads that instead of measuring and filtering again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+
+from asrkit.data.audio import AudioDecodeError, decode_audio
+from asrkit.data.collator import Collator
+from asrkit.data.columns import AUDIO, DURATION, TEXT
+from asrkit.data.filtering import cell_duration, header_duration, log_drops
+from asrkit.data.options import DataOptions
+from asrkit.data.reading import read_role
+from asrkit.data.sampler import DurationBucketBatchSampler
+
+log = logging.getLogger(__name__)
+
+ROW = "_asrkit_row"  # the source row of a kept example, in preprocessed rows
+
+
+class AudioTextDataset(torch.utils.data.Dataset):
+    """Decodes one example when a DataLoader asks for it; a file that fails to decode yields ``None``."""
+
+    def __init__(self, dataset: datasets.Dataset, sampling_rate: int, prepare_text: Callable[[str], str]) -> None:
+        self.dataset = dataset
+        self.sampling_rate = sampling_rate
+        self.prepare_text = prepare_text
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        row = self.dataset[index]
+        try:
+            audio = decode_audio(row[AUDIO], self.sampling_rate)
+        except AudioDecodeError as error:
+            log.warning("skipping undecodable audio: %s", error)
+            return None
+        text = self.prepare_text(row[TEXT] or "")  # no transcript (data.require_text=false): empty
+        # scored against the transcript as the model learns to write it (label preparation applied)
+        return {"index": index, "audio": audio, "text": text, "reference": text}
+
+
+def _header_durations(audio: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    return {DURATION: [header_duration(entry) for entry in audio]}
+
+
+class IndexedSplits:
+    """The map-style provider behind :class:`asrkit.data.datamodule.ASRDataModule`."""
+
+    def __init__(self, options: DataOptions, collator: Collator) -> None:
+        self.options = options
+        self.collator = collator
+        self.prepare_text = options.filters.prepare_text()
+        self.datasets: dict[str, AudioTextDataset] = {}
+        self.durations: dict[str, list[float]] = {}
+        self.excluded: dict[str, dict[str, Any]] = {}  # per role: what the drop rule left out, and why
+
+    # reading, measuring, filtering ------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Read and measure every split once per node (the header reads are cached by ``datasets``)."""
+        for role in self.options.roles():
+            if not self._preprocessed_path(role).is_dir():
+                self._measure(role)
+
+    def setup(self, role: str, rank: int = 0, world_size: int = 1) -> None:
+        if role in self.datasets:
+            return
+        dataset, durations = self._load_preprocessed(role) or self._filter(role, *self._measure(role))
+        self.datasets[role] = AudioTextDataset(dataset, self.collator.sampling_rate, self.prepare_text)
+        self.durations[role] = durations
+
+    def training_transcripts(self) -> list[str]:
+        """The prepared transcripts of the kept training examples (what a CTC vocabulary is built from)."""
+        self.setup("train")
+        return [self.prepare_text(text or "") for text in self.datasets["train"].dataset[TEXT]]
+
+    def _measure(self, role: str) -> tuple[datasets.Dataset, list[float | None]]:
+        """The split and each row's duration (None: unreadable): the duration cell, else the file's header."""
+        dataset = read_role(self.options, role, self.prepare_text)
+        cells = dataset[DURATION] if DURATION in dataset.column_names else [None] * len(dataset)
+        durations = [cell_duration(cell) for cell in cells]
+        missing = [row for row, seconds in enumerate(durations) if seconds is None]
+        if missing:
+            headers = dataset.select(missing).map(
+                _header_durations,
+                batched=True,
+                input_columns=[AUDIO],
+                remove_columns=dataset.column_names,
+                num_proc=self.options.batches.preprocessing_num_workers,
+                desc=f"reading audio headers ({role})",
+            )
+            for row, seconds in zip(missing, headers[DURATION], strict=True):
+                durations[row] = seconds
+        return dataset, durations
+
+    def _filter(
+        self, role: str, dataset: datasets.Dataset, durations: list[float | None]
+    ) -> tuple[datasets.Dataset, list[float]]:
+        """The rows the drop rule keeps, and their durations; what it drops is counted in ``excluded``."""
+        rules = self.options.filters.rules(role, self.collator)
+        texts = [self.prepare_text(text or "") for text in dataset[TEXT]]
+        label_lengths = rules.label_lengths(texts, self.collator.encode_text) or [None] * len(texts)
+        dropped: Counter[str] = Counter()
+        keep = []
+        for row, (seconds, text, length) in enumerate(zip(durations, texts, label_lengths, strict=True)):
+            reason = rules.reason(seconds, text, length)
+            if reason is None:
+                keep.append(row)
+            else:
+                dropped[reason] += 1
+        log_drops(f"{role} split", dropped, len(durations))
+        kept = set(keep)
+        left_out_seconds = sum(d for row, d in enumerate(durations) if row not in kept and d is not None)
+        self.excluded[role] = {
+            "utterances": sum(dropped.values()),
+            "hours": left_out_seconds / 3600,
+            "reasons": dict(dropped),
+        }
+        if not keep:
+            raise ValueError(
+                f"{role} split ({self.options.source.split_name(role)}) of {self.options.source.path}: no example is "
+                f"left after filtering (dropped: {dict(dropped)})"
+            )
+        seconds = [durations[row] for row in keep]
+        log.info("%s split: %d examples, %.2f h of audio", role, len(keep), sum(seconds) / 3600)
+        return dataset.select(keep), seconds
+
+    # loaders ----------------------------------------------------------------------------------------
+    def loader(self, role: str, batch_size: int) -> DataLoader:
+        """Training: shuffled (or duration-bucketed) batches of ``batch_size``; evaluation: in order."""
+        batches = self.options.batches
+        common = {
+            "num_workers": batches.num_workers,
+            "collate_fn": self.collator,
+            "persistent_workers": batches.num_workers > 0,
+            "pin_memory": False,
+        }
+        if role == "train" and batches.bucketed:
+            sampler = DurationBucketBatchSampler(None, self.durations["train"], batch_size, **batches.sampler_options())
+            return DataLoader(self.datasets[role], batch_sampler=sampler, **common)
+        return DataLoader(self.datasets[role], batch_size=batch_size, shuffle=role == "train", **common)
+
+    def record(self, batch: Any) -> Any:
+        return batch  # nothing to remember: a map-style position is the sampler's
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass  # a map-style loader restarts its epoch: Lightning restores the step, the sampler reshuffles
+
+    # preprocess once (preprocess_only=true), load everywhere --------------------------------------------
+    def preprocess(self) -> dict[str, Path]:
+        """Measure and filter every split once and save which rows survive, with their durations.
+
+        What is saved is small: row indices into the source split and durations
+        (``datasets.Dataset.save_to_disk``), never a second copy of the audio.
+        """
+        saved = {}
+        for role in self.options.roles():
+            dataset, durations = self._measure(role)
+            numbered = dataset.add_column(ROW, list(range(len(dataset))))
+            kept, kept_durations = self._filter(role, numbered, durations)
+            path = self._preprocessed_path(role)
+            rows = datasets.Dataset.from_dict({"index": kept[ROW], DURATION: kept_durations})
+            rows.save_to_disk(str(path))
+            source = {"fingerprint": dataset._fingerprint, "rows": len(dataset)}  # of the unfiltered split
+            (path / "asrkit.json").write_text(json.dumps(source) + "\n")
+            log.info("%s split: saved the preprocessed rows to %s", role, path)
+            saved[role] = path
+        return saved
+
+    def _preprocessed_path(self, role: str) -> Path:
+        """``<preprocessed_dir>/<role>-<hash of every setting that decides which rows survive>``."""
+        source = self.options.source
+        settings = {
+            "source": source.load_kwargs(),
+            "split": source.split_name(role),
+            "sources": source.sources if source.sources else None,
+            "max_samples": source.max_samples(role),
+            "rules": dataclasses.asdict(self.options.filters.rules(role, self.collator)),
+            "text": self.prepare_text.keywords,
+            "collator": type(self.collator).__qualname__,
+        }
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        cache = source.cache_dir or datasets.config.HF_DATASETS_CACHE
+        return Path(source.preprocessed_dir or Path(cache) / "asrkit_preprocessed") / f"{role}-{key}"
+
+    def _load_preprocessed(self, role: str) -> tuple[datasets.Dataset, list[float]] | None:
+        path = self._preprocessed_path(role)
+        if not path.is_dir():
+            return None
+        rows = datasets.load_from_disk(str(path))
+        dataset = read_role(self.options, role, self.prepare_text)
+        source = json.loads((path / "asrkit.json").read_text())
+        if source != {"fingerprint": dataset._fingerprint, "rows": len(dataset)}:
+            log.warning(
+                "%s split changed since %s was preprocessed (%s): reading and filtering it again; "
+                "run preprocess_only=true to refresh",
+                role,
+                path,
+                source,
+            )
+            return None
+        durations = [float(d) for d in rows[DURATION]]
+        log.info(
+            "%s split: %d examples, %.2f h of audio (preprocessed: %s)", role, len(rows), sum(durations) / 3600, path
+        )
+        return dataset.select(rows["index"]), durations
