@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import soundfile
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import pipeline
 
 from asrkit.config import asset_path
-from asrkit.train import train
+from asrkit.train import _optimized, train
 from tests.conftest import TINY_RUN, compose_config
 
 
@@ -60,3 +61,21 @@ def test_resume_continues_at_the_saved_global_step(tmp_path: Path) -> None:
     assert json.loads((second / "metrics.json").read_text())["global_step"] == 7
     steps = _logged_steps(second, "train/loss")
     assert steps and min(steps) >= 4, f"the resumed run logged steps {steps}: it restarted from scratch"
+
+
+def test_optimized_metric_picks_what_train_returns_and_a_wrong_name_names_the_key(tmp_path: Path) -> None:
+    short = TINY_RUN + ["export=false", "data.test_split=null", "trainer.max_steps=2"]
+    best = train(compose_config([*short, "optimized_metric=val/cer"], tmp_path / "cer"))
+    results = json.loads((tmp_path / "cer" / "metrics.json").read_text())
+    assert best == results["best_val_cer"] and "best_val_wer" not in results  # the best checkpoint kept CER too
+
+    with pytest.raises(ValueError, match=r"^optimized_metric='val/wre': .*no such metric.*'val/wer'") as error:
+        train(compose_config([*short, "optimized_metric=val/wre"], tmp_path / "typo"))
+    assert "\n" not in str(error.value)
+
+
+def test_optimized_metric_must_be_what_the_best_checkpoint_kept() -> None:
+    assert _optimized({"best_checkpoint": "best.ckpt", "best_val_loss": 3.5}, "val/loss") == 3.5
+    assert _optimized({"best_checkpoint": None}, "val/wer") is None  # no validation ran
+    with pytest.raises(ValueError, match=r"optimized_metric='val/cer': the best checkpoint kept best_val_wer"):
+        _optimized({"best_checkpoint": "best.ckpt", "best_val_wer": 20.0}, "val/cer")
