@@ -1,4 +1,4 @@
-"""Callbacks asrkit adds to Lightning's own: speech throughput."""
+"""Callbacks asrkit adds to Lightning's own: speech throughput, and the check that optimized_metric is logged."""
 
 from __future__ import annotations
 
@@ -55,3 +55,20 @@ class SpeechThroughput(L.Callback):
             "throughput/samples_per_second": self.samples / self.seconds,
             "throughput/audio_seconds_per_second": self.audio_seconds / self.seconds,
         }
+
+
+class RequireMetric(L.Callback):
+    """Fails the first validation that does not log ``name`` (the ``optimized_metric`` key), in one line.
+
+    It runs before Lightning's checkpoint callbacks (Lightning orders those last), so a misspelt metric is
+    reported under the key the user sets rather than as the best checkpoint's ``monitor``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.name in trainer.callback_metrics:
+            return
+        logged = sorted(key for key in trainer.callback_metrics if key.startswith("val/"))
+        raise ValueError(f"optimized_metric={self.name!r}: this run's validation logs no such metric; it logs {logged}")

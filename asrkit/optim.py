@@ -1,8 +1,8 @@
 """Optimizer and learning-rate schedule factories, called by every model module.
 
 ``cfg`` is the ``optimizer`` config group (conf/optimizer/*.yaml): ``lr``, ``weight_decay``, ``no_decay``, a
-``_partial_`` ``factory`` (the optimizer class with its own arguments) and a ``scheduler`` block whose
-``name`` picks the schedule. A module calls::
+``_partial_`` ``factory`` (the optimizer class with its own arguments) and a ``_partial_`` ``scheduler`` (a
+schedule function here with its own arguments, called with ``total_steps``). A module calls::
 
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, trainer.max_steps)
@@ -10,22 +10,21 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from asrkit.extras import EXTRAS, require
+
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("constant", "linear", "cosine", "tri_stage")
+SHAPES = ("constant", "linear", "cosine")  # optimizer.scheduler.shape of warmup_decay, after the warm-up
 NO_DECAY_KINDS = ("bias", "norm", "vector")  # parameter kinds optimizer.no_decay may exempt from weight decay
-# Packages an optimizer factory may come from that asrkit installs only with an extra.
-EXTRAS = {"bitsandbytes": "bnb"}
 # Modules whose own parameters are normalisation gains and shifts (never decayed). Norms a model
 # defines itself (transformers' T5LayerNorm, LlamaRMSNorm and the like) are caught by their class name.
 NORM_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LocalResponseNorm, nn.RMSNorm)
@@ -63,72 +62,51 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay: Collection
     return [group for group in groups if group["params"]]
 
 
-def _import_package_of(target: str) -> None:
-    """Import the top-level package of ``target`` so a missing optional one is a one-line error."""
-    package = target.split(".")[0]
-    if package not in EXTRAS:
-        return
-    try:
-        importlib.import_module(package)
-    except ImportError as error:
-        raise ImportError(
-            f"optimizer.factory {target} needs {package} ({error}): pip install 'asrkit[{EXTRAS[package]}]'"
-        ) from None
-
-
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """``cfg.factory(parameter_groups(model, cfg.weight_decay, cfg.no_decay), lr=cfg.lr)``."""
-    _import_package_of(str(cfg["factory"]["_target_"]))
+    target = str(cfg["factory"]["_target_"])
+    if target.split(".")[0] in EXTRAS:  # an optional package: a missing one is a one-line error naming its extra
+        require(target.split(".")[0], f"optimizer.factory {target}")
     factory = instantiate(cfg["factory"])
     return factory(parameter_groups(model, cfg["weight_decay"], cfg["no_decay"]), lr=cfg["lr"])
 
 
-def warmup_decay(
-    step: int, total_steps: int, warmup_steps: int, decay: str = "linear", min_lr_ratio: float = 0.0
-) -> float:
-    """Factor on the peak lr at optimizer step ``step`` (from 0): linear warm-up, then ``decay``.
+def warmup_decay(total_steps: int, *, shape: str, warmup_steps: int, min_lr_ratio: float) -> Callable[[int], float]:
+    """The factor on the peak lr at each optimizer step (from 0): linear warm-up, then ``shape``.
 
     Warm-up rises as ``(step + 1) / warmup_steps`` so the first step already moves. ``linear`` and
     ``cosine`` fall from 1 after warm-up to ``min_lr_ratio`` at ``total_steps``; ``constant`` stays at 1.
     """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if decay == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    shape = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * shape
+    if shape not in SHAPES:
+        raise ValueError(
+            f"optimizer.scheduler.shape={shape!r}: choose one of {', '.join(SHAPES)} "
+            "(for fairseq's tri-stage schedule, optimizer/scheduler=tri_stage)"
+        )
+    if warmup_steps < 0:
+        raise ValueError(f"optimizer.scheduler.warmup_steps={warmup_steps}: must be >= 0")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if shape == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        fall = 1.0 - progress if shape == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * fall
+
+    return factor
 
 
-def tri_stage(
-    step: int,
-    warmup_steps: int,
-    hold_steps: int,
-    decay_steps: int,
-    init_lr_scale: float = 0.01,
-    final_lr_scale: float = 0.05,
-) -> float:
-    """Factor on the peak lr at optimizer step ``step`` in fairseq's tri-stage schedule (wav2vec2 recipes).
-
-    Linear from ``init_lr_scale`` to 1 over ``warmup_steps``, 1 for ``hold_steps``, then
-    ``exp(-k * t)`` over ``decay_steps`` with ``k = -ln(final_lr_scale) / decay_steps``, and
-    ``final_lr_scale`` after that.
-    """
-    if step < warmup_steps:
-        return init_lr_scale + (1.0 - init_lr_scale) * step / warmup_steps
-    step -= warmup_steps
-    if step < hold_steps:
-        return 1.0
-    step -= hold_steps
-    if step < decay_steps:
-        return math.exp(math.log(final_lr_scale) * step / decay_steps)
-    return final_lr_scale
-
-
-def tri_stage_steps(schedule: Mapping[str, Any], total_steps: int) -> tuple[int, int, int]:
+def tri_stage_steps(
+    total_steps: int,
+    warmup_steps: int | None,
+    hold_steps: int | None,
+    decay_steps: int | None,
+    phase_ratio: Sequence[float] | None,
+) -> tuple[int, int, int]:
     """Warm-up, hold and decay steps: each stage given in steps wins over its share of ``phase_ratio``."""
-    given = [schedule.get(key) for key in ("warmup_steps", "hold_steps", "decay_steps")]
-    ratio = list(schedule.get("phase_ratio") or [])
+    given = [warmup_steps, hold_steps, decay_steps]
+    ratio = list(phase_ratio or [])
     valid = len(ratio) == 3 and abs(sum(ratio) - 1.0) < 1e-6 and min(ratio) >= 0
     if not valid and None in given:
         raise ValueError(
@@ -141,31 +119,25 @@ def tri_stage_steps(schedule: Mapping[str, Any], total_steps: int) -> tuple[int,
     return warmup, hold, decay
 
 
-def lr_multiplier(step: int, schedule: Mapping[str, Any], total_steps: int) -> float:
-    """Factor on ``optimizer.lr`` at optimizer step ``step`` for the ``optimizer.scheduler`` block."""
-    name = schedule["name"]
-    if name == "tri_stage":
-        warmup, hold, decay = tri_stage_steps(schedule, total_steps)
-        return tri_stage(step, warmup, hold, decay, schedule["init_lr_scale"], schedule["final_lr_scale"])
-    return warmup_decay(step, total_steps, schedule["warmup_steps"], name, schedule.get("min_lr_ratio", 0.0))
+def tri_stage(
+    total_steps: int,
+    *,
+    warmup_steps: int | None,
+    hold_steps: int | None,
+    decay_steps: int | None,
+    phase_ratio: Sequence[float] | None,
+    init_lr_scale: float,
+    final_lr_scale: float,
+) -> Callable[[int], float]:
+    """The factor on the peak lr at each optimizer step in fairseq's tri-stage schedule (wav2vec2 recipes).
 
-
-def _check(schedule: Mapping[str, Any], total_steps: int) -> None:
-    name = schedule.get("name")
-    if name not in SCHEDULES:
-        raise ValueError(f"optimizer.scheduler.name={name!r}: choose one of {', '.join(SCHEDULES)}")
-    if total_steps <= 0:
-        raise ValueError("a learning-rate schedule needs trainer.max_steps > 0")
-    if name != "tri_stage":
-        if (schedule.get("warmup_steps") or 0) < 0:
-            raise ValueError(f"optimizer.scheduler.warmup_steps={schedule['warmup_steps']}: must be >= 0")
-        return
-    for key in ("init_lr_scale", "final_lr_scale"):
-        if key not in schedule:
-            raise ValueError(f"optimizer.scheduler.{key} is missing: choose optimizer/scheduler=tri_stage")
-        if not 0.0 < schedule[key] <= 1.0:
-            raise ValueError(f"optimizer.scheduler.{key}={schedule[key]}: tri_stage needs a value in (0, 1]")
-    stages = tri_stage_steps(schedule, total_steps)
+    Linear from ``init_lr_scale`` to 1 over the warm-up, 1 for the hold, then ``exp(-k * t)`` over the decay
+    with ``k = -ln(final_lr_scale) / decay``, and ``final_lr_scale`` after that (stages: :func:`tri_stage_steps`).
+    """
+    for key, value in (("init_lr_scale", init_lr_scale), ("final_lr_scale", final_lr_scale)):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"optimizer.scheduler.{key}={value}: tri_stage needs a value in (0, 1]")
+    warmup, hold, decay = stages = tri_stage_steps(total_steps, warmup_steps, hold_steps, decay_steps, phase_ratio)
     if min(stages) < 0:
         raise ValueError(f"optimizer.scheduler: tri_stage stage lengths {stages} must be >= 0")
     if sum(stages) > total_steps:
@@ -176,12 +148,30 @@ def _check(schedule: Mapping[str, Any], total_steps: int) -> None:
             total_steps,
         )
 
+    def factor(step: int) -> float:
+        if step < warmup:
+            return init_lr_scale + (1.0 - init_lr_scale) * step / warmup
+        step -= warmup
+        if step < hold:
+            return 1.0
+        step -= hold
+        if step < decay:
+            return math.exp(math.log(final_lr_scale) * step / decay)
+        return final_lr_scale
+
+    return factor
+
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int) -> dict[str, Any]:
-    """A Lightning scheduler dict that sets ``lr x lr_multiplier(step)`` every optimizer step."""
-    schedule = dict(cfg["scheduler"])
-    _check(schedule, total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, schedule, total_steps))
+    """A Lightning scheduler dict that sets ``lr x factor(step)`` every optimizer step.
+
+    ``factor`` is what the ``optimizer.scheduler`` partial (:func:`warmup_decay`, :func:`tri_stage`) returns
+    when called with ``total_steps``.
+    """
+    if total_steps <= 0:
+        raise ValueError("a learning-rate schedule needs trainer.max_steps > 0")
+    factor = instantiate(cfg["scheduler"])(total_steps=total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return {"scheduler": scheduler, "interval": "step", "frequency": 1}
 
 

@@ -82,8 +82,17 @@ def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any
     return {"best_checkpoint": best.best_model_path, best_key: None if score is None else float(score)}
 
 
+def _optimized(results: dict[str, Any], name: str) -> float | None:
+    """The best validation value of ``optimized_metric`` (what sweeps and Optuna minimise); None if none ran."""
+    key = "best_" + name.replace("/", "_")
+    if results["best_checkpoint"] is not None and key not in results:  # its monitor was set apart from the key
+        kept = next(k for k in results if k.startswith("best_") and k != "best_checkpoint")
+        raise ValueError(f"optimized_metric={name!r}: the best checkpoint kept {kept} (its monitor was changed)")
+    return results.get(key)
+
+
 def train(cfg: DictConfig) -> float | None:
-    """Run one training job; return the best validation WER (what sweeps minimise)."""
+    """Run one training job; return the best validation value of ``cfg.optimized_metric``."""
     out = Path(cfg.paths.output_dir)
     if logging.getLogger().hasHandlers():  # Hydra logs to console and file; Lightning's handler would repeat it
         logging.getLogger("lightning").handlers.clear()
@@ -98,8 +107,8 @@ def train(cfg: DictConfig) -> float | None:
         return None
     if module.needs_vocabulary:  # CTC: the character vocabulary of the training transcripts
         module.build_vocabulary(datamodule.training_transcripts())
-    callbacks = [_build(f"callbacks.{name}", node) for name, node in cfg.callbacks.items() if node]
-    loggers = [_build(f"logger.{name}", node) for name, node in cfg.logger.items() if node]
+    callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node]
+    loggers = [_build(f"logger.{name}", node) for name, node in (cfg.get("logger") or {}).items() if node]
     trainer: L.Trainer = _build(
         "trainer",
         cfg.trainer,
@@ -138,4 +147,4 @@ def train(cfg: DictConfig) -> float | None:
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         if getattr(module, "predictions", {}).get("test"):  # what the test after training heard
             metrics.write_predictions(out / "test_predictions.jsonl", module.predictions["test"])
-    return results.get("best_val_wer", results.get("best_val_loss"))
+    return _optimized(results, cfg.optimized_metric)

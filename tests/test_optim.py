@@ -59,7 +59,7 @@ def test_cosine_schedule_and_its_floor(tmp_path: Path) -> None:
 
 
 def test_constant_schedule_holds_after_warm_up(tmp_path: Path) -> None:
-    overrides = ["optimizer.scheduler.name=constant", "optimizer.scheduler.warmup_steps=4"]
+    overrides = ["optimizer.scheduler.shape=constant", "optimizer.scheduler.warmup_steps=4"]
     assert _lrs(overrides, 50, [0, 3, 4, 49], tmp_path) == pytest.approx([0.25, 1.0, 1.0, 1.0])
 
 
@@ -78,15 +78,14 @@ def test_tri_stage_stage_given_in_steps_wins_over_its_ratio(tmp_path: Path) -> N
     # warm-up 0..19, hold 20..419, decay 420..919 (the ratios' 400 and 500 steps), then 0.1
     lrs = _lrs(overrides, 1000, [10, 20, 419, 420, 670, 920], tmp_path)
     assert lrs == pytest.approx([0.01 + 0.99 * 0.5, 1.0, 1.0, 1.0, math.sqrt(0.1), 0.1])
-    schedule = {"warmup_steps": 20, "hold_steps": None, "decay_steps": None, "phase_ratio": [0.1, 0.4, 0.5]}
-    assert optim.tri_stage_steps(schedule, 1000) == (20, 400, 500)
+    assert optim.tri_stage_steps(1000, 20, None, None, [0.1, 0.4, 0.5]) == (20, 400, 500)
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["optimizer.scheduler.name=bogus"], "optimizer.scheduler.name='bogus'"),
-        (["optimizer.scheduler.name=tri_stage"], "optimizer/scheduler=tri_stage"),
+        (["optimizer.scheduler.shape=bogus"], "optimizer.scheduler.shape='bogus'"),
+        (["optimizer.scheduler.shape=tri_stage"], "optimizer/scheduler=tri_stage"),
         (["optimizer/scheduler=tri_stage", "optimizer.scheduler.phase_ratio=[0.5,0.5,0.5]"], "phase_ratio"),
         (["optimizer/scheduler=tri_stage", "optimizer.scheduler.final_lr_scale=0"], "final_lr_scale"),
     ],

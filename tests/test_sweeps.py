@@ -95,12 +95,12 @@ def test_grid_sweep_writes_a_job_dir_per_combination_and_a_summary(tmp_path: Pat
 @pytest.mark.slow
 def test_a_failing_job_is_marked_failed_and_the_sweep_goes_on(tmp_path: Path) -> None:
     # the second job raises inside training, when the module builds its schedule
-    done = _sweep([*SWEEP_RUN, "optimizer.scheduler.name=bogus,linear"], tmp_path)
+    done = _sweep([*SWEEP_RUN, "optimizer.scheduler.shape=bogus,linear"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     rows = _rows(tmp_path)
     assert [(r["job"], r["status"]) for r in rows] == [("1", "completed"), ("0", "failed")]
-    assert "optimizer.scheduler.name='bogus'" in rows[1]["error"]
+    assert "optimizer.scheduler.shape='bogus'" in rows[1]["error"]
     failure = json.loads((tmp_path / "0" / "failure.json").read_text())
     assert "Traceback" in failure["traceback"] and "build_scheduler" in failure["traceback"]
     assert (tmp_path / "1" / "metrics.json").is_file()

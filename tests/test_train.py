@@ -7,12 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import soundfile
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import pipeline
 
 from asrkit.config import asset_path
-from asrkit.train import train
+from asrkit.train import _optimized, train
 from tests.conftest import TINY_RUN, compose_config
 
 
@@ -83,3 +84,21 @@ def test_metrics_count_each_drop_reason_of_each_split(tmp_path: Path) -> None:
     dropped = json.loads((run / "metrics.json").read_text())["data"]["dropped"]
     assert dropped["train"] == {"unreadable audio": 1, "empty transcript": 1, "duration outside [0.0, 3.0] s": 1}
     assert dropped["validation"] == dropped["test"] == {}
+
+
+def test_optimized_metric_picks_what_train_returns_and_a_wrong_name_names_the_key(tmp_path: Path) -> None:
+    short = TINY_RUN + ["export=false", "data.test_split=null", "trainer.max_steps=2"]
+    best = train(compose_config([*short, "optimized_metric=val/cer"], tmp_path / "cer"))
+    results = json.loads((tmp_path / "cer" / "metrics.json").read_text())
+    assert best == results["best_val_cer"] and "best_val_wer" not in results  # the best checkpoint kept CER too
+
+    with pytest.raises(ValueError, match=r"^optimized_metric='val/wre': .*no such metric.*'val/wer'") as error:
+        train(compose_config([*short, "optimized_metric=val/wre"], tmp_path / "typo"))
+    assert "\n" not in str(error.value)
+
+
+def test_optimized_metric_must_be_what_the_best_checkpoint_kept() -> None:
+    assert _optimized({"best_checkpoint": "best.ckpt", "best_val_loss": 3.5}, "val/loss") == 3.5
+    assert _optimized({"best_checkpoint": None}, "val/wer") is None  # no validation ran
+    with pytest.raises(ValueError, match=r"optimized_metric='val/cer': the best checkpoint kept best_val_wer"):
+        _optimized({"best_checkpoint": "best.ckpt", "best_val_wer": 20.0}, "val/cer")
