@@ -93,6 +93,17 @@ def test_training_never_runs_out_and_reshuffles_every_pass(repo: Path, collator)
     assert len({tuple(numbers) for numbers in passes.values()}) == 3, passes  # three different orders
 
 
+def test_a_worker_moving_to_its_next_pass_leaves_the_epoch_other_workers_read(repo: Path, collator) -> None:
+    """datasets keeps the epoch in a tensor shared by all DataLoader workers; a worker that wrote its own pass
+    there made a slower worker (re)start with the wrong epoch: a resumed stream then loaded its saved state into
+    the wrong pass or failed to load it (seen in CI as an IndexError in a worker)."""
+    stream = _datamodule(repo, collator).splits.datasets["train"]
+    for _, position in stream:
+        if position["pass"] == 2:
+            break
+    assert stream.dataset.epoch == 0
+
+
 @pytest.mark.parametrize("split", ["train+validation", "test"], ids=["whole-shards", "every-other-example"])
 def test_two_ddp_ranks_read_disjoint_parts(repo: Path, collator, split: str) -> None:
     """4 shards split by shard between 2 ranks; 2 shards of 5 examples need the per-example split."""

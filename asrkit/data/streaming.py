@@ -25,6 +25,7 @@ skipped example. Drops are counted and logged at the end of each pass.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -118,15 +119,18 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         start = self.resume_from.get(worker)
         data_pass = start["pass"] if start else 0
+        # datasets keeps the epoch in a tensor shared by all DataLoader workers (for the main process to set
+        # between epochs); each worker here moves through its passes on its own, so it needs its own epoch
+        dataset = copy.deepcopy(self.dataset)
         while True:
-            self.dataset.set_epoch(data_pass)  # a new shard order and buffer seed on every pass
+            dataset.set_epoch(data_pass)  # a new shard order and buffer seed on every pass
             count = 0
             if start is not None:
-                self.dataset.load_state_dict(start["state"])
+                dataset.load_state_dict(start["state"])
                 count = start["count"]
             first, kept, dropped = count, 0, Counter()
-            for row in self.dataset:
-                state = self.dataset.state_dict() if self.endless else None
+            for row in dataset:
+                state = dataset.state_dict() if self.endless else None
                 index = (count * workers + worker) * self.world_size + self.rank  # unique over ranks, workers
                 count += 1
                 example, reason = self._examine(row, index)
