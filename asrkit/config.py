@@ -33,10 +33,23 @@ def asset_path(name: str) -> str:
     return str(path)
 
 
+def run_dir(run_name: str | None, timestamp: str) -> str:
+    """The run (or sweep) dir under outputs/ (multirun/): ``run_name`` if given (stable, so a re-run of the same
+    command resumes there), else the timestamp (resolver ``${run_dir:${run_name},<timestamp>}``)."""
+    if run_name is None or str(run_name) == "":
+        return timestamp
+    name = str(run_name)
+    if name.startswith("/") or ".." in Path(name).parts:
+        raise ValueError(f"run_name={name}: give a name under outputs/ (set hydra.run.dir for another place)")
+    return name
+
+
 def register_resolvers() -> None:
     """Register the resolvers the configs use; call once before composing a config."""
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", run_dir)
     from asrkit.data.languages import RESOLVERS  # the per-corpus language configs (${fleurs_config:hi})
 
     for name, resolver in RESOLVERS.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from asrkit import checkpoints, hardware, memory, metrics
+from asrkit import checkpoints, faults, hardware, memory, metrics, resume
 from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
 from asrkit.model_card import write_model_card
@@ -82,6 +84,22 @@ def _load_best(module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any
     return {"best_checkpoint": best.best_model_path, best_key: None if score is None else float(score)}
 
 
+def _fit(trainer: L.Trainer, module: Any, datamodule: Any, resume_from: Path | None, callbacks: list[Any]) -> None:
+    """``trainer.fit``; a fault that :class:`asrkit.faults.FaultCheckpoint` saved a checkpoint for ends the
+    process with its one-line message (a signal: exit status 143, as a shell reports SIGTERM)."""
+    with warnings.catch_warnings():  # the datamodule saves and restores its position within the epoch itself
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        except (SIGTERMException, torch.OutOfMemoryError, faults.RunStopped) as error:
+            handler = next((cb for cb in callbacks if isinstance(cb, faults.FaultCheckpoint)), None)
+            message = handler.describe(error) if handler else str(error) or type(error).__name__
+            log.error("%s", message)
+            if isinstance(error, SIGTERMException):
+                raise SystemExit(faults.SIGTERM_EXIT_CODE) from None
+            raise faults.RunStopped(message) from error
+
+
 def _optimized(results: dict[str, Any], name: str) -> float | None:
     """The best validation value of ``optimized_metric`` (what sweeps and Optuna minimise); None if none ran."""
     key = "best_" + name.replace("/", "_")
@@ -109,6 +127,10 @@ def train(cfg: DictConfig) -> float | None:
         module.build_vocabulary(datamodule.training_transcripts())
     callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node]
     loggers = [_build(f"logger.{name}", node) for name, node in (cfg.get("logger") or {}).items() if node]
+    checkpoint_dir = out / "checkpoints"
+    resume_from = resume.resolve(cfg.resume, checkpoint_dir)
+    if resume_from is not None:
+        resume.check_config(cfg, resume_from, force=cfg.resume_force)
     trainer: L.Trainer = _build(
         "trainer",
         cfg.trainer,
@@ -117,17 +139,20 @@ def train(cfg: DictConfig) -> float | None:
         logger=loggers,
         accumulate_grad_batches=batch_plan.accumulation,
         val_check_interval=cfg.trainer.val_check_interval * batch_plan.accumulation,  # given in optimizer steps
+        default_root_dir=checkpoint_dir,  # where Lightning's SLURM requeue handler saves (and resume finds) hpc_ckpt_N
     )
+    if trainer.is_global_zero:
+        resume.record_config(cfg, out)
     if cfg.hw.reuse_freed_memory and isinstance(trainer.accelerator, CPUAccelerator):
         memory.reuse_freed_memory()
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     results: dict[str, Any] = {}
-    if cfg.test_before_training and cfg.data.test_split and not cfg.ckpt_path:
+    if cfg.test_before_training and cfg.data.test_split and resume_from is None:
         results["test_before"] = _test(trainer, module, datamodule, "before")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state, to resume or extend
+    _fit(trainer, module, datamodule, resume_from, callbacks)
+    trainer.save_checkpoint(checkpoint_dir / "last.ckpt")  # the final state, to resume or extend
     results["global_step"] = trainer.global_step
     log.info("global rank %d stopped at optimizer step %d", trainer.global_rank, trainer.global_step)
     results |= _load_best(module, callbacks)

@@ -244,7 +244,7 @@ def test_resume_continues_at_the_saved_global_step(short_run: Path, tmp_path: Pa
     last = short_run / "checkpoints" / "last.ckpt"
     train(
         compose_config(
-            _ctc_run(short_run, "export=false", "data.test_split=null", "trainer.max_steps=7", f"ckpt_path={last}"),
+            _ctc_run(short_run, "export=false", "data.test_split=null", "trainer.max_steps=7", f"resume={last}"),
             tmp_path,
         )
     )
@@ -261,7 +261,7 @@ def test_resuming_on_data_that_gives_another_vocabulary_is_an_error(short_run: P
         "export=false",
         "data.test_split=null",
         "trainer.max_steps=7",
-        f"ckpt_path={last}",
+        f"resume={last}",
         "data.chars_to_ignore=['म']",
     )
     with pytest.raises(ValueError, match="vocabulary"):

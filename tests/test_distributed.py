@@ -110,7 +110,7 @@ def test_ddp_cpu_trains_in_one_run_dir_logs_once_and_resumes(tmp_path: Path) -> 
         export="false",
         data__test_split="null",
         trainer__max_steps=4,
-        ckpt_path=last,
+        resume=last,
         hydra__run__dir=resumed,
     )
     _asrkit(overrides, work, tmp_path / "resumed.log")
@@ -207,7 +207,7 @@ def test_deepspeed_zero2_on_two_cpu_processes_resumes_and_exports_a_full_model(t
         trainer__max_steps=4,
         export="false",
         data__test_split="null",
-        ckpt_path=last,
+        resume=last,
     )
     _asrkit(resumed, REPO, tmp_path / "second.log")
     assert _metrics(second)["global_step"] == 4

@@ -216,7 +216,7 @@ def test_a_resumed_streaming_run_continues_the_stream(tmp_path: Path) -> None:
     position = torch.load(last, weights_only=False)["ASRDataModule"]["ranks"][0][0]
     assert (position["pass"], position["count"]) == (0, 2 * 16)
 
-    train(compose_config(stream + ["trainer.max_steps=3", f"ckpt_path={last}"], tmp_path / "second"))
+    train(compose_config(stream + ["trainer.max_steps=3", f"resume={last}"], tmp_path / "second"))
     position = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=False)
     assert (position["ASRDataModule"]["ranks"][0][0]["count"]) == 3 * 16  # not 16: it did not start over
 

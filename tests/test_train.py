@@ -58,7 +58,7 @@ def test_resume_continues_at_the_saved_global_step(tmp_path: Path) -> None:
     last = first / "checkpoints" / "last.ckpt"
     assert last.is_file()
 
-    resumed = TINY_RUN + ["export=false", "data.test_split=null", "trainer.max_steps=7", f"ckpt_path={last}"]
+    resumed = TINY_RUN + ["export=false", "data.test_split=null", "trainer.max_steps=7", f"resume={last}"]
     train(compose_config(resumed, second))
     assert json.loads((second / "metrics.json").read_text())["global_step"] == 7
     steps = _logged_steps(second, "train/loss")

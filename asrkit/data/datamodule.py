@@ -91,10 +91,13 @@ class ASRDataModule(L.LightningDataModule):
         return self.splits.loader("test", self.eval_batch_size)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.splits.record(batch)  # streaming: where the training batch about to be trained on ended
+        """Where the training batch about to be trained on leaves the training data (stream or sampler)."""
+        training = self.trainer is not None and self.trainer.training
+        return self.splits.record(batch, self.trainer.current_epoch if training else None)
 
     def state_dict(self) -> dict[str, Any]:
-        """The training stream's position (saved in Lightning checkpoints); nothing for map-style data."""
+        """Where training stands in its data (saved in Lightning checkpoints, so a resumed run continues there):
+        the stream's positions, or the epoch and the batches of it trained on."""
         return self.splits.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from asrkit.data.columns import AUDIO, DURATION, TEXT
 from asrkit.data.filtering import cell_duration, header_duration, log_drops
 from asrkit.data.options import DataOptions
 from asrkit.data.reading import read_role
-from asrkit.data.sampler import DurationBucketBatchSampler
+from asrkit.data.sampler import DurationBucketBatchSampler, own_generator
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class IndexedSplits:
         self.datasets: dict[str, AudioTextDataset] = {}
         self.durations: dict[str, list[float]] = {}
         self.excluded: dict[str, dict[str, Any]] = {}  # per role: what the drop rule left out, and why
+        self.position = {"epoch": 0, "batches": 0}  # training batches trained on in the current epoch
+        self._resume: tuple[int, int] | None = None  # a checkpoint's position, for the next training loader
 
     # reading, measuring, filtering ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -145,27 +147,42 @@ class IndexedSplits:
 
     # loaders ----------------------------------------------------------------------------------------
     def loader(self, role: str, batch_size: int) -> DataLoader:
-        """Training: shuffled (or duration-bucketed) batches of ``batch_size``; evaluation: in order."""
+        """Training: batches of ``batch_size`` in a seeded order (duration-bucketed, or one bucket: a plain
+        shuffle) that a resumed run continues where it stopped; evaluation: in order."""
         batches = self.options.batches
+        seed = batches.bucketing.get("seed", 0)
         common = {
             "num_workers": batches.num_workers,
             "collate_fn": self.collator,
             "persistent_workers": batches.num_workers > 0,
             "pin_memory": False,
+            "generator": own_generator(seed),
         }
-        if role == "train" and batches.bucketed:
-            sampler = DurationBucketBatchSampler(None, self.durations["train"], batch_size, **batches.sampler_options())
-            return DataLoader(self.datasets[role], batch_sampler=sampler, **common)
-        return DataLoader(self.datasets[role], batch_size=batch_size, shuffle=role == "train", **common)
+        if role != "train":
+            return DataLoader(self.datasets[role], batch_size=batch_size, **common)
+        options = batches.sampler_options() if batches.bucketed else {"num_buckets": 1}
+        options.setdefault("seed", seed)
+        sampler = DurationBucketBatchSampler(None, self.durations["train"], batch_size, resume=self._resume, **options)
+        self._resume = None
+        return DataLoader(self.datasets[role], batch_sampler=sampler, **common)
 
-    def record(self, batch: Any) -> Any:
-        return batch  # nothing to remember: a map-style position is the sampler's
+    def record(self, batch: Any, epoch: int | None) -> Any:
+        """Count a training batch about to be trained on (``epoch``; None for an evaluation batch)."""
+        if epoch is not None:
+            if epoch != self.position["epoch"]:
+                self.position = {"epoch": epoch, "batches": 0}
+            self.position["batches"] += 1
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        """Where training stands in its epoch (saved in Lightning checkpoints)."""
+        return {"sampler_position": dict(self.position)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass  # a map-style loader restarts its epoch: Lightning restores the step, the sampler reshuffles
+        position = state.get("sampler_position")  # absent in checkpoints of streaming runs and older ones
+        if position:
+            self.position = dict(position)
+            self._resume = (position["epoch"], position["batches"])
 
     # preprocess once (preprocess_only=true), load everywhere --------------------------------------------
     def preprocess(self) -> dict[str, Path]:

@@ -11,6 +11,9 @@ Under DDP each rank takes a disjoint share and all ranks take the same number of
 dealt to the ranks in groups of ``num_replicas`` from the same bucket, so the ranks of one step work on
 similar lengths and none waits long for the others. An epoch leaves out at most ``num_replicas - 1``
 batches (what does not fill a last group); a random few each epoch. One process leaves out none.
+
+Training without bucketing uses it too, with one bucket: a seeded shuffle that a resumed run can continue
+in the middle of an epoch (``resume``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,18 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 
+import torch
 import torch.distributed
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 log = logging.getLogger(__name__)
+
+
+def own_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator: its iterators draw their workers' base seed from it, not from torch's global
+    one. Otherwise each new epoch's iterator would move the global generator that dropout and masking draw from,
+    and a run resumed mid-training (whose iterator is made at another point) would draw other masks."""
+    return torch.Generator().manual_seed(seed)
 
 
 def _world(sampler: Sampler | None, num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -43,7 +54,11 @@ class DurationBucketBatchSampler(BatchSampler):
     ``sampler`` is there for Lightning: under DDP it re-creates a ``BatchSampler`` subclass with a
     ``DistributedSampler`` in that argument, and only the rank and world size are read from it. Give
     ``num_replicas`` and ``rank`` to set them yourself; otherwise an initialised torch.distributed
-    group gives them, else one process is assumed.
+    group gives them, else one process is assumed. ``num_buckets=1`` is a plain seeded shuffle.
+
+    ``resume=(epoch, batches)``: the first pass over ``epoch`` (a resumed run's) starts after its first
+    ``batches`` batches, the ones trained on before the checkpoint (the order depends only on the seed and the
+    epoch). It is an argument, not a setter, because Lightning re-creates the sampler from its arguments.
     """
 
     def __init__(
@@ -58,6 +73,7 @@ class DurationBucketBatchSampler(BatchSampler):
         drop_last: bool = False,
         num_replicas: int | None = None,
         rank: int | None = None,
+        resume: tuple[int, int] | None = None,
     ) -> None:
         if batch_size < 1 or num_buckets < 1:
             raise ValueError(f"data.bucketing: batch size ({batch_size}) and num_buckets ({num_buckets}) must be >= 1")
@@ -82,6 +98,7 @@ class DurationBucketBatchSampler(BatchSampler):
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        self._resume = tuple(resume) if resume else None  # (epoch, batches of it already trained on)
         order = sorted(range(len(self.durations)), key=self.durations.__getitem__)
         count = min(num_buckets, len(order))
         self.buckets = [order[len(order) * b // count : len(order) * (b + 1) // count] for b in range(count)]
@@ -135,7 +152,9 @@ class DurationBucketBatchSampler(BatchSampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        for group in self._groups(rng):
+        skip = self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
+        self._resume = None
+        for group in self._groups(rng)[skip:]:
             yield group[self.rank]
 
     def __len__(self) -> int:

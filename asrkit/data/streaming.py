@@ -42,6 +42,7 @@ from asrkit.data.columns import AUDIO, DURATION, TEXT
 from asrkit.data.filtering import UNREADABLE, FilterRules, log_drops, row_duration
 from asrkit.data.options import DataOptions
 from asrkit.data.reading import read_role
+from asrkit.data.sampler import own_generator
 from asrkit.data.stream_position import STREAM_POSITION, StreamProgress
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,12 @@ class StreamCollator:
 def stream_loader(stream: AudioTextStream, batch_size: int, num_workers: int, collator: Any) -> DataLoader:
     """A DataLoader over a stream; each worker reads its own shards (workers beyond the shard count idle)."""
     return DataLoader(
-        stream, batch_size=batch_size, num_workers=num_workers, collate_fn=StreamCollator(collator), pin_memory=False
+        stream,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=StreamCollator(collator),
+        pin_memory=False,
+        generator=own_generator(0),  # the order is the stream's; this only keeps torch's global generator still
     )
 
 
@@ -234,8 +240,8 @@ class StreamingSplits:
             stream.resume_from = self.progress.resume_positions(*self._rank, self.options.batches.num_workers)
         return stream_loader(stream, batch_size, self.options.batches.num_workers, self.collator)
 
-    def record(self, batch: Any) -> Any:
-        return self.progress.record(batch)  # the training batch about to be trained on
+    def record(self, batch: Any, epoch: int | None) -> Any:
+        return self.progress.record(batch)  # a training batch carries its stream position
 
     def state_dict(self) -> dict[str, Any]:
         """The training stream's position (saved in Lightning checkpoints)."""

@@ -3,7 +3,8 @@
 :class:`EvaluationHooks` is the one shared piece that is a class: Lightning finds its hooks as methods of the
 module, so written once they must be inherited. It is a thin mixin with no state and no ``__init__``: the
 validation/test steps and their epoch-end hooks (a module gives ``_eval_step(batch)`` and
-``_eval_epoch_end(stage)``), ``on_fit_start`` and ``configure_optimizers``. Everything else is a function.
+``_eval_epoch_end(stage)``), ``on_fit_start``, ``configure_optimizers`` and ``lr_scheduler_step``. Everything
+else is a function.
 
 - Train mode at the start of fitting: ``from_pretrained`` returns a model in eval mode and Lightning 2.5
   keeps submodule modes as it finds them, which would silently turn off dropout, SpecAugment and layerdrop
@@ -107,3 +108,9 @@ class EvaluationHooks:
 
     def configure_optimizers(self) -> dict[str, Any]:
         return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """The schedule follows the optimizer steps taken: one that :class:`asrkit.faults.NonFiniteGuard`
+        skipped (it sets ``step_skipped``) does not advance it."""
+        if not getattr(self, "step_skipped", False):
+            super().lr_scheduler_step(scheduler, metric)
