@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from asrkit import checkpoints, hardware, memory, metrics
 from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
+from asrkit.config_check import check_config
 from asrkit.model_card import write_model_card
 from asrkit.models.steps import evaluation_normalizer
 
@@ -93,6 +94,7 @@ def _optimized(results: dict[str, Any], name: str) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; return the best validation value of ``cfg.optimized_metric``."""
+    check_config(cfg)  # one-line errors naming the key, before anything loads
     out = Path(cfg.paths.output_dir)
     if logging.getLogger().hasHandlers():  # Hydra logs to console and file; Lightning's handler would repeat it
         logging.getLogger("lightning").handlers.clear()
