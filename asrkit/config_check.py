@@ -51,17 +51,35 @@ HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 DATA_RECORDS = (SourceOptions, FilterOptions, BatchOptions, StreamOptions)
 # the sampler's arguments that the data path gives itself; data.bucketing.enabled is read by BatchOptions
 SAMPLER_GIVEN = frozenset({"sampler", "durations", "batch_size", "num_replicas", "rank"})
+# Trainer arguments that train() passes from elsewhere, which would silently win over a trainer.* key
+TRAINER_GIVEN = {
+    "accelerator": "hw.accelerator",
+    "devices": "hw.devices",
+    "num_nodes": "hw.num_nodes",
+    "strategy": "hw.strategy",
+    "precision": "hw.precision",
+    "plugins": "hw.plugins",
+    "callbacks": "the callbacks group (callbacks.<name>)",
+    "logger": "the logger group (logger.<name>)",
+    "accumulate_grad_batches": "the batch plan (data.global_batch_size, data.per_device_batch_size)",
+}
 LAX = ConfigDict(arbitrary_types_allowed=True)  # a class pydantic does not know is checked with isinstance
 PLAIN_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first problem found (see the module docstring for what is checked)."""
-    _check_missing(cfg)
     try:
+        _check_missing(cfg)
         plain = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"{error.full_key}: {_first_line(error)}") from None
+    except OmegaConfBaseException as error:  # an interpolation that does not resolve (a resolver's ValueError)
+        reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", _first_line(error))
+        raise ConfigError(f"{error.full_key or 'config'}: {reason}") from None
+    for key in (plain.get("trainer") or {}).keys() & TRAINER_GIVEN.keys():
+        raise ConfigError(
+            f"trainer.{key}={plain['trainer'][key]!r}: not a trainer key here, train() gives the Trainer "
+            f"{TRAINER_GIVEN[key]}; set that instead"
+        )
     for where, node in _target_nodes(plain, ""):
         _check_target(where, node)
     _check_batch_plan(cfg)

@@ -28,6 +28,10 @@ ERRORS = {
         "callbacks.periodic_checkpoint.every_n_train_steps='often': expected an integer or null "
         "(lightning.pytorch.callbacks.ModelCheckpoint every_n_train_steps: int | None)"
     ),
+    ("+trainer.precision=bf16-mixed",): (
+        "trainer.precision='bf16-mixed': not a trainer key here, train() gives the Trainer hw.precision"
+    ),
+    ("data=voxpopuli",): "data.name: lang='hi' is not a language of VoxPopuli",  # a resolver's error
     ("logger.tensorboard.default_hp_metric=maybe",): "logger.tensorboard.default_hp_metric='maybe': expected true",
     ("optimizer.factory.eps=tiny",): "optimizer.factory.eps='tiny': expected a number (torch.optim.AdamW eps: float)",
     ("optimizer.scheduler.warmup_steps=abc",): "optimizer.scheduler.warmup_steps='abc': expected an integer",
