@@ -11,6 +11,8 @@ between instances of 'str' and 'int'"). So before building anything, ``train()``
   for is skipped, and so is a value that is itself a ``_target_`` node;
 - the ``data.*`` keys against the records that parse them (:class:`asrkit.data.options.DataOptions`), and
   ``data.bucketing.*`` against the sampler that receives them;
+- ``trainer.*`` keys that ``train()`` gives the Trainer from elsewhere (hw, the callbacks and logger groups, the
+  batch plan), which would otherwise be silently overridden;
 - ``???`` left unset anywhere, and interpolations that do not resolve;
 - what the config alone decides: the batch plan (:class:`asrkit.batch_plan.BatchPlan`, the one place its rule
   and message live) and a bucketing cap that no batch of the longest kept utterance fits under.
