@@ -2,7 +2,10 @@
 
 In a sweep (``-m``) a job that raises is logged with its traceback, marked failed in its directory
 (``failure.json``, which asrkit.sweep's summary reads) and scored ``inf`` so that Optuna ranks it
-last, and the sweep goes on. A single run raises as usual.
+last, and the sweep goes on. A single run raises as usual, except a config error
+(:class:`asrkit.config_check.ConfigError`, found before anything loads): that is printed as its one line on
+stderr and the process exits with status 1, without Hydra's report and traceback (``HYDRA_FULL_ERROR=1``
+raises it as usual).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import gc
 import json
 import logging
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -48,10 +52,16 @@ def _release_memory() -> None:
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     apply_environment(cfg)  # before torch is imported: OpenMP reads OMP_WAIT_POLICY only when it loads
+    from asrkit.config_check import ConfigError
     from asrkit.train import train
 
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return train(cfg)
+        try:
+            return train(cfg)
+        except ConfigError as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":  # what Hydra itself reads to show whole tracebacks
+                raise
+            sys.exit(str(error))  # the line alone on stderr, status 1 (SystemExit passes through Hydra's report)
     try:
         return train(cfg)
     except Exception as error:

@@ -10,7 +10,8 @@ rate of the demo Whisper in ``benchmarks/cpu_step.py``) and 32-true elsewhere. T
 (devices x nodes) is what global batch sizes are divided by.
 
 Platform packages (lightning_habana, habana_frameworks, deepspeed, mpi4py) are imported only when the
-config names them; a missing one is a one-line error naming the asrkit extra that installs it.
+config names them; a missing one is a one-line error naming the asrkit extra that installs it. An installed
+mpi4py that cannot load its MPI library stops only runs that use MPI (:mod:`asrkit.cluster`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from asrkit.cluster import fallback_environment, mpi_requested, require_mpi
 from asrkit.extras import EXTRAS, require
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ def external_launch() -> tuple[str, int, int] | None:
     mpi_sizes = (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"), ("PMI_SIZE", "MPI_LOCALNRANKS"))
     for size, local in mpi_sizes:
         if size in env and int(env[size]) > 1:
-            require("mpi4py", "a run launched by mpirun (Lightning's MPIEnvironment)")
+            require_mpi("a run launched by mpirun (Lightning's MPIEnvironment)")
             return "mpirun", int(env[size]), int(env.get(local, env[size]))
     return None
 
@@ -264,6 +266,9 @@ def trainer_kwargs(hw: Mapping[str, Any], find_unused_parameters: bool = False) 
 
     export_environment(hw.get("env"))  # Habana's PT_HPU_* are read when its bridge is first imported
     _check_available(hw)
+    asked = mpi_requested(_plain(hw))
+    if asked:
+        require_mpi(f"{asked}=MPIEnvironment")
     devices = hw.get("devices", "auto")
     if devices in ("auto", -1, "-1") and external_launch():
         devices = devices_per_node(hw)
@@ -275,6 +280,9 @@ def trainer_kwargs(hw: Mapping[str, Any], find_unused_parameters: bool = False) 
         "precision": resolve_precision(hw),
     }
     plugins = build_plugins(hw)
+    environment = fallback_environment(plugins, kwargs["strategy"])  # None: Lightning's detection is safe
+    if environment is not None:
+        plugins.append(environment)
     if plugins:
         from lightning.pytorch.plugins.precision import Precision
 

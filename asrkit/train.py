@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from asrkit import checkpoints, faults, hardware, memory, metrics, resume
 from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
+from asrkit.config_check import check_config
 from asrkit.model_card import write_model_card
 from asrkit.models.steps import evaluation_normalizer
 
@@ -111,6 +112,7 @@ def _optimized(results: dict[str, Any], name: str) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; return the best validation value of ``cfg.optimized_metric``."""
+    check_config(cfg)  # one-line errors naming the key, before anything loads
     out = Path(cfg.paths.output_dir)
     if logging.getLogger().hasHandlers():  # Hydra logs to console and file; Lightning's handler would repeat it
         logging.getLogger("lightning").handlers.clear()
