@@ -52,7 +52,7 @@ class ConfigError(ValueError):
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 DATA_RECORDS = (SourceOptions, FilterOptions, BatchOptions, StreamOptions)
 # the sampler's arguments that the data path gives itself; data.bucketing.enabled is read by BatchOptions
-SAMPLER_GIVEN = frozenset({"sampler", "durations", "batch_size", "num_replicas", "rank"})
+SAMPLER_GIVEN = frozenset({"sampler", "durations", "batch_size", "num_replicas", "rank", "resume"})
 # Trainer arguments that train() passes from elsewhere, which would silently win over a trainer.* key
 TRAINER_GIVEN = {
     "accelerator": "hw.accelerator",
@@ -64,6 +64,7 @@ TRAINER_GIVEN = {
     "callbacks": "the callbacks group (callbacks.<name>)",
     "logger": "the logger group (logger.<name>)",
     "accumulate_grad_batches": "the batch plan (data.global_batch_size, data.per_device_batch_size)",
+    "default_root_dir": "the run dir (<run dir>/checkpoints: run_name or hydra.run.dir)",
 }
 LAX = ConfigDict(arbitrary_types_allowed=True)  # a class pydantic does not know is checked with isinstance
 PLAIN_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}

@@ -16,14 +16,16 @@ from tests.conftest import TINY_RUN, compose_config, subprocess_env
 from tests.test_configs import GROUP_FILES, REQUIRED
 from tests.test_hardware import LAUNCHER_VARIABLES
 
-MAX_STEPS_ABC = "trainer.max_steps='abc': expected an integer (lightning.Trainer max_steps: int)"
+MAX_STEPS_ABC = "trainer.max_steps='abc': expected an integer (asrkit.trainer.Trainer max_steps: int)"
 
 # overrides -> the start of the one-line error
 ERRORS = {
     ("trainer.max_steps=abc",): MAX_STEPS_ABC,
     ("trainer.max_steps=1.5",): "trainer.max_steps=1.5: expected an integer",
     ("trainer.enable_progress_bar=yes",): "trainer.enable_progress_bar='yes': expected true or false",
-    ("+trainer.max_stepz=3",): "trainer.max_stepz=3: not a parameter of lightning.Trainer (did you mean max_steps?",
+    ("+trainer.max_stepz=3",): (
+        "trainer.max_stepz=3: not a parameter of asrkit.trainer.Trainer (did you mean max_steps?"
+    ),
     ("callbacks.periodic_checkpoint.every_n_train_steps=often",): (
         "callbacks.periodic_checkpoint.every_n_train_steps='often': expected an integer or null "
         "(lightning.pytorch.callbacks.ModelCheckpoint every_n_train_steps: int | None)"
