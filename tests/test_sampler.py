@@ -109,3 +109,25 @@ def test_lightning_sets_the_epoch_of_the_batch_sampler() -> None:
     first = list(loader.batch_sampler)
     _set_sampler_epoch(loader, 1)  # what Lightning's fit loop calls before each epoch
     assert loader.batch_sampler.epoch == 1 and list(loader.batch_sampler) != first
+
+
+def test_a_resumed_sampler_continues_its_epoch_after_the_batches_trained_on_also_under_ddp() -> None:
+    """resume=(epoch, k) skips the epoch's first k batches once; it survives Lightning re-creating the sampler."""
+    durations = _skewed_durations(200)
+    whole = DurationBucketBatchSampler(None, durations, 8, seed=3)
+    whole.set_epoch(2)
+    resumed = DurationBucketBatchSampler(None, durations, 8, seed=3, resume=(2, 5))
+    resumed.set_epoch(2)
+    assert list(resumed) == list(whole)[5:]
+    assert list(resumed) == list(whole)  # the next pass over the epoch is whole again
+    other_epoch = DurationBucketBatchSampler(None, durations, 8, seed=3, resume=(1, 5))
+    other_epoch.set_epoch(2)
+    assert list(other_epoch) == list(whole)
+
+    dataset = list(range(len(durations)))
+    with _replace_dunder_methods(BatchSampler):
+        sampler = DurationBucketBatchSampler(None, durations, 8, seed=3, resume=(0, 4))
+        loader = DataLoader(dataset, batch_sampler=sampler)
+    distributed = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True)
+    replaced = _update_dataloader(loader, distributed, mode=RunningStage.TRAINING).batch_sampler
+    assert list(replaced) == list(DurationBucketBatchSampler(None, durations, 8, seed=3, num_replicas=2, rank=1))[4:]

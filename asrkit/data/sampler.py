@@ -106,8 +106,8 @@ class DurationBucketBatchSampler(BatchSampler):
         total = sum(len(batches) for batches in self._bucket_batches(random.Random(0)))
         self._length = total // self.num_replicas  # batches per rank, the same every epoch
         log.info(
-            "duration buckets: %d, %d batches per rank per epoch%s",
-            count,
+            "training batches: %s, %d per rank per epoch%s",
+            f"{count} duration buckets" if count > 1 else "a seeded shuffle",
             self._length,
             f" ({total % self.num_replicas} left out)" if total % self.num_replicas else "",
         )
