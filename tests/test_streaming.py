@@ -15,7 +15,7 @@ import datasets
 import pytest
 import torch
 
-from asrkit.data import streaming
+from asrkit.data import filtering, streaming
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.models.whisper_collator import WhisperCollator
 from asrkit.train import train
@@ -62,7 +62,7 @@ def _datamodule(root: Path, collator: WhisperCollator, rank: int | None = None, 
 def _one_pass(stream: streaming.AudioTextStream) -> list[str]:
     """The references of the examples of the first pass over an (endless) training stream."""
     texts = []
-    for example, position in stream:
+    for example, position, _ in stream:
         if position is not None and position["pass"] > 0:
             break
         texts.append(example["reference"])
@@ -84,7 +84,7 @@ def test_evaluation_streams_read_each_example_once_in_order(repo: Path, collator
 def test_training_never_runs_out_and_reshuffles_every_pass(repo: Path, collator) -> None:
     stream = _datamodule(repo, collator, shuffle_buffer_size=5).splits.datasets["train"]
     passes: dict[int, list[int]] = {}
-    for example, position in stream:
+    for example, position, _ in stream:
         if position["pass"] == 3:
             break
         passes.setdefault(position["pass"], []).append(_number(example["reference"]))
@@ -98,7 +98,7 @@ def test_a_worker_moving_to_its_next_pass_leaves_the_epoch_other_workers_read(re
     there made a slower worker (re)start with the wrong epoch: a resumed stream then loaded its saved state into
     the wrong pass or failed to load it (seen in CI as an IndexError in a worker)."""
     stream = _datamodule(repo, collator).splits.datasets["train"]
-    for _, position in stream:
+    for _, position, _ in stream:
         if position["pass"] == 2:
             break
     assert stream.dataset.epoch == 0
@@ -144,13 +144,13 @@ def test_resume_continues_at_the_next_unseen_example(repo: Path, collator, monke
     assert _consume(first, 2) == uninterrupted[:2]
     state = _saved_and_loaded(copy.deepcopy(first.state_dict()))
 
-    decoded, decode = Counter(), streaming.decode_audio
+    decoded, decode = Counter(), filtering.decode_audio
 
     def counted_decode(*args, **kwargs):
         decoded["call"] += 1
         return decode(*args, **kwargs)
 
-    monkeypatch.setattr(streaming, "decode_audio", counted_decode)
+    monkeypatch.setattr(filtering, "decode_audio", counted_decode)
     resumed = _datamodule(repo, collator, num_workers=num_workers)
     resumed.load_state_dict(state)
     assert _consume(resumed, 6) == uninterrupted[2:8]
