@@ -18,6 +18,7 @@ import soundfile
 from asrkit.config import asset_path
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.data.filtering import decode_kept, header_duration
+from asrkit.evaluate import evaluate
 from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config
 
@@ -204,8 +205,9 @@ def test_a_split_that_is_all_silence_is_an_error_once_read(tmp_path: Path, colla
             _read_all(datamodule, datamodule.train_dataloader())
 
 
-def test_a_short_run_writes_every_reason_to_metrics_json(tmp_path: Path) -> None:
-    """The demo speech salted with every bad kind: the run trains, and metrics.json counts each one."""
+def test_a_short_run_and_its_evaluation_write_every_reason_to_metrics_json(tmp_path: Path) -> None:
+    """The demo speech salted with every bad kind: the run trains, and metrics.json counts each one (so does the
+    evaluation of its export, whose silent test files are only found when read)."""
     data = tmp_path / "speech"
     shutil.copytree(DEMO, data)
     for split in ("train", "validation", "test"):
@@ -213,7 +215,7 @@ def test_a_short_run_writes_every_reason_to_metrics_json(tmp_path: Path) -> None
             rows = list(csv.DictReader(f))[:12]  # one training batch an epoch: every example is met in two steps
         _write_metadata(data / split, _salt(data / split) + rows)
     run = tmp_path / "run"
-    overrides = [f"data.data_dir={data}", "export=false", "trainer.max_steps=2", "data.max_eval_samples=null"]
+    overrides = [f"data.data_dir={data}", "trainer.max_steps=2", "data.max_eval_samples=null"]
     train(compose_config(TINY_RUN + overrides, run))
     results = json.loads((run / "metrics.json").read_text())
     assert results["global_step"] == 2
@@ -221,3 +223,7 @@ def test_a_short_run_writes_every_reason_to_metrics_json(tmp_path: Path) -> None
     assert results["data"]["dropped"]["validation"] == results["data"]["dropped"]["test"] == EVAL_DROPS
     assert results["left_out"]["test"]["utterances"] == sum(EVAL_DROPS.values())
     assert results["test"]["num_samples"] == 12 + 4
+
+    evaluation = [f"checkpoint={run / 'export'}", "data=demo", f"data.data_dir={data}", "generation_max_length=8"]
+    scores = evaluate(compose_config(evaluation, tmp_path / "evaluate", config_name="evaluate"))
+    assert scores["left_out"]["reasons"] == EVAL_DROPS and scores["num_skipped"] == 2  # the silent two
