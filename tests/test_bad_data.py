@@ -172,6 +172,17 @@ def test_streaming_counts_each_reason(tmp_path: Path, collator, caplog) -> None:
     assert re.search(r"silent audio \(first: \S*zeros.flac, \S*hiss.wav\)", caplog.text)
 
 
+def test_a_run_that_loads_preprocessed_rows_still_reports_what_was_dropped(tmp_path: Path, collator) -> None:
+    root = _salted_folder(tmp_path / "speech")
+    settings = {"preprocessed_dir": str(tmp_path / "preprocessed")}
+    first = _datamodule(root, collator, **settings)
+    first.preprocess()
+    later = _datamodule(root, collator, **settings)
+    later.setup("fit")
+    assert later.excluded["train"] == first.excluded["train"]
+    assert later.excluded["train"]["reasons"] == {r: n for r, n in TRAIN_DROPS.items() if r != "silent audio"}
+
+
 def _all_bad(root: Path, silent_only: bool) -> Path:
     """The salted folder with the good utterances left out of the training split (and, with ``silent_only``,
     every training example silent)."""

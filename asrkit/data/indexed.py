@@ -209,7 +209,8 @@ class IndexedSplits:
             rows = datasets.Dataset.from_dict({"index": kept[ROW], DURATION: kept_durations})
             rows.save_to_disk(str(path))
             source = {"fingerprint": dataset._fingerprint, "rows": len(dataset)}  # of the unfiltered split
-            (path / "asrkit.json").write_text(json.dumps(source) + "\n")
+            # and what was dropped, so that a run that loads the rows still reports it in metrics.json
+            (path / "asrkit.json").write_text(json.dumps(source | {"excluded": self.excluded[role]}) + "\n")
             log.info("%s split: saved the preprocessed rows to %s", role, path)
             saved[role] = path
         return saved
@@ -236,7 +237,8 @@ class IndexedSplits:
             return None
         rows = datasets.load_from_disk(str(path))
         dataset = read_role(self.options, role, self.prepare_text)
-        source = json.loads((path / "asrkit.json").read_text())
+        saved = json.loads((path / "asrkit.json").read_text())
+        source = {key: saved.get(key) for key in ("fingerprint", "rows")}
         if source != {"fingerprint": dataset._fingerprint, "rows": len(dataset)}:
             log.warning(
                 "%s split changed since %s was preprocessed (%s): reading and filtering it again; "
@@ -246,6 +248,8 @@ class IndexedSplits:
                 source,
             )
             return None
+        if "excluded" in saved:  # (rows saved before asrkit kept this: none to report)
+            self.excluded[role] = saved["excluded"]
         durations = [float(d) for d in rows[DURATION]]
         log.info(
             "%s split: %d examples, %.2f h of audio (preprocessed: %s)", role, len(rows), sum(durations) / 3600, path
