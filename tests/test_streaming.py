@@ -243,3 +243,14 @@ def test_two_ddp_processes_stream_their_own_parts_and_save_both_positions(tmp_pa
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["ASRDataModule"]["ranks"]
     assert [(rank[0]["pass"], rank[0]["count"]) for rank in ranks] == [(0, 2 * 8), (0, 2 * 8)]
+
+
+def test_a_stream_resumed_at_the_end_of_a_pass_goes_on_to_the_next(repo: Path, collator) -> None:
+    stream = _datamodule(repo, collator).splits.datasets["train"]
+    for _, position, _ in stream:
+        if position["pass"] == 1:
+            break
+        last = position
+    stream.resume_from = {0: last}  # the last example of pass 0 was the last one trained on
+    _, position, _ = next(iter(stream))
+    assert (position["pass"], position["count"]) == (1, 1)

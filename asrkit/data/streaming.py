@@ -120,7 +120,7 @@ class AudioTextStream(torch.utils.data.IterableDataset):
             return None, reason, duration
         return {"index": index, "audio": audio, "text": text, "reference": text}, None, duration  # scored as labelled
 
-    def __iter__(self) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+    def __iter__(self) -> Iterator[tuple[Any, dict[str, Any] | None, list[Drop]]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         start = self.resume_from.get(worker)
@@ -161,7 +161,7 @@ class AudioTextStream(torch.utils.data.IterableDataset):
                     f"{self.name} split: no example is left after filtering in a whole pass of the stream "
                     f"({where}; dropped: {dict(dropped)})"
                 )
-            if not self.endless or count == first:  # the end, or no shard for this worker
+            if not self.endless or (count == first and start is None):  # the end, or no shard for this worker
                 if pending:
                     yield END, None, pending
                 return
