@@ -44,7 +44,7 @@ def _report(scores: dict[str, Any]) -> str:
         [
             f"checkpoint   {scores['checkpoint']}",
             f"data         {scores['data']}, split {scores['split']}: {scores['num_samples']:.0f} utterances, "
-            f"{scores['audio_seconds'] / 3600:.3f} h of audio ({scores['num_skipped']} unreadable, skipped)",
+            f"{scores['audio_seconds'] / 3600:.3f} h of audio ({scores['num_skipped']} dropped when read)",
             _left_out_line(scores["left_out"]),
             f"WER raw         {scores['wer_raw']:.2f} %",
             f"WER normalised  {scores['wer']:.2f} % ({scores['normalizer']} normaliser)",
@@ -70,6 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     audio_seconds, skipped = 0.0, 0
     start = time.perf_counter()
     for batch in datamodule.test_dataloader():
+        batch = datamodule.on_before_batch_transfer(batch, 0)  # what reading dropped (silence...) joins left_out
         hypotheses = recognizer(batch["inputs"], batch["lengths"])
         predictions += zip(batch["indices"], batch["references"], hypotheses, strict=True)
         audio_seconds += batch["audio_seconds"]

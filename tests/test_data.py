@@ -242,7 +242,7 @@ def test_a_row_with_an_empty_duration_cell_is_kept_when_its_file_is_readable(
     with caplog.at_level(logging.WARNING):
         datamodule.setup("fit")
     if streaming:
-        kept = [example for example, _ in itertools.islice(iter(datamodule.splits.datasets["train"]), len(rows))]
+        kept = [example for example, _, _ in itertools.islice(iter(datamodule.splits.datasets["train"]), len(rows))]
         assert all(example is not None for example in kept)
         assert {len(example["audio"]) for example in kept[:2]} == {24_000}  # 1.5 s, mono, resampled to 16 kHz
     else:

@@ -132,7 +132,7 @@ def test_data_mix_through_the_datamodule(tmp_path: Path, collator, caplog, strea
     assert "data.sources.b: its transcripts are lower case and unpunctuated" in caplog.text
     if streaming:
         stream = datamodule.splits.datasets["train"]
-        train = [example["reference"] for (example, _), _ in zip(stream, range(10), strict=False)]
+        train = [example["reference"] for (example, _, _), _ in zip(stream, range(10), strict=False)]
         validation = [r for batch in datamodule.val_dataloader() for r in batch["references"]]
         test = [r for batch in datamodule.test_dataloader() for r in batch["references"]]
     else:

@@ -295,7 +295,7 @@ def test_preprocess_only_saves_the_rows_and_a_later_run_reads_no_header(tmp_path
     def no_header_reads(*args, **kwargs):
         raise AssertionError("audio headers were read again")
 
-    monkeypatch.setattr(indexed_code, "_header_durations", no_header_reads)
+    monkeypatch.setattr(indexed_code, "_measured_headers", no_header_reads)
     monkeypatch.setattr(indexed_code.IndexedSplits, "_filter", no_header_reads)
     cfg = compose_config(overrides, tmp_path / "second")
     module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)

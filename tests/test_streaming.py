@@ -15,7 +15,7 @@ import datasets
 import pytest
 import torch
 
-from asrkit.data import streaming
+from asrkit.data import filtering, streaming
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.models.whisper_collator import WhisperCollator
 from asrkit.train import train
@@ -62,7 +62,7 @@ def _datamodule(root: Path, collator: WhisperCollator, rank: int | None = None, 
 def _one_pass(stream: streaming.AudioTextStream) -> list[str]:
     """The references of the examples of the first pass over an (endless) training stream."""
     texts = []
-    for example, position in stream:
+    for example, position, _ in stream:
         if position is not None and position["pass"] > 0:
             break
         texts.append(example["reference"])
@@ -84,7 +84,7 @@ def test_evaluation_streams_read_each_example_once_in_order(repo: Path, collator
 def test_training_never_runs_out_and_reshuffles_every_pass(repo: Path, collator) -> None:
     stream = _datamodule(repo, collator, shuffle_buffer_size=5).splits.datasets["train"]
     passes: dict[int, list[int]] = {}
-    for example, position in stream:
+    for example, position, _ in stream:
         if position["pass"] == 3:
             break
         passes.setdefault(position["pass"], []).append(_number(example["reference"]))
@@ -98,7 +98,7 @@ def test_a_worker_moving_to_its_next_pass_leaves_the_epoch_other_workers_read(re
     there made a slower worker (re)start with the wrong epoch: a resumed stream then loaded its saved state into
     the wrong pass or failed to load it (seen in CI as an IndexError in a worker)."""
     stream = _datamodule(repo, collator).splits.datasets["train"]
-    for _, position in stream:
+    for _, position, _ in stream:
         if position["pass"] == 2:
             break
     assert stream.dataset.epoch == 0
@@ -144,13 +144,13 @@ def test_resume_continues_at_the_next_unseen_example(repo: Path, collator, monke
     assert _consume(first, 2) == uninterrupted[:2]
     state = _saved_and_loaded(copy.deepcopy(first.state_dict()))
 
-    decoded, decode = Counter(), streaming.decode_audio
+    decoded, decode = Counter(), filtering.decode_audio
 
     def counted_decode(*args, **kwargs):
         decoded["call"] += 1
         return decode(*args, **kwargs)
 
-    monkeypatch.setattr(streaming, "decode_audio", counted_decode)
+    monkeypatch.setattr(filtering, "decode_audio", counted_decode)
     resumed = _datamodule(repo, collator, num_workers=num_workers)
     resumed.load_state_dict(state)
     assert _consume(resumed, 6) == uninterrupted[2:8]
@@ -243,3 +243,14 @@ def test_two_ddp_processes_stream_their_own_parts_and_save_both_positions(tmp_pa
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["ASRDataModule"]["ranks"]
     assert [(rank[0]["pass"], rank[0]["count"]) for rank in ranks] == [(0, 2 * 8), (0, 2 * 8)]
+
+
+def test_a_stream_resumed_at_the_end_of_a_pass_goes_on_to_the_next(repo: Path, collator) -> None:
+    stream = _datamodule(repo, collator).splits.datasets["train"]
+    for _, position, _ in stream:
+        if position["pass"] == 1:
+            break
+        last = position
+    stream.resume_from = {0: last}  # the last example of pass 0 was the last one trained on
+    _, position, _ = next(iter(stream))
+    assert (position["pass"], position["count"]) == (1, 1)

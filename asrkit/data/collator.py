@@ -9,7 +9,8 @@ class Collator(Protocol):
     """Decoded examples in, one model batch out.
 
     An example is ``{"index", "audio" (mono float32 at sampling_rate), "text" (the prepared label text),
-    "reference" (what it is scored against)}``, or ``None`` for a file that failed to decode: the collator
+    "reference" (what it is scored against)}``, or ``None`` for one that reading dropped (a file that failed to
+    decode, silence; :func:`asrkit.data.filtering.decode_kept`): the collator
     drops those and counts them in the batch's ``num_skipped`` (:func:`asrkit.data.padding.batch_fields`),
     and returns ``None`` when nothing is left.
     """

@@ -6,7 +6,9 @@ otherwise they are read and measured up front and decoded lazily (:class:`asrkit
 Both keep an example by the one drop rule of :mod:`asrkit.data.filtering`. ``sources`` (``data=mix``) combines
 several sources (:mod:`asrkit.data.mixing`). The ``collator`` (one per model family, built by the model module;
 :class:`asrkit.data.collator.Collator` says what is asked of it) makes the batches. The per-device batch size
-comes from the run's :class:`asrkit.batch_plan.BatchPlan`.
+comes from the run's :class:`asrkit.batch_plan.BatchPlan`. What the loaders drop while they read (silence, a
+file broken since it was measured; a stream's every drop) is taken off the batches and added to ``excluded``
+(:mod:`asrkit.data.drops`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from asrkit.batch_plan import BatchPlan
 from asrkit.data.collator import Collator
+from asrkit.data.drops import DropLog
 from asrkit.data.indexed import IndexedSplits
 from asrkit.data.options import DataOptions
 from asrkit.data.streaming import StreamingSplits
@@ -42,6 +45,7 @@ class ASRDataModule(L.LightningDataModule):
         self._batch_plan = batch_plan
         provider = StreamingSplits if self.options.stream.streaming else IndexedSplits
         self.splits: IndexedSplits | StreamingSplits = provider(self.options, collator)
+        self.drops = DropLog()
 
     @property
     def streaming(self) -> bool:
@@ -49,8 +53,9 @@ class ASRDataModule(L.LightningDataModule):
 
     @property
     def excluded(self) -> dict[str, dict[str, Any]]:
-        """Per role, the utterances (and hours) the drop rule left out, and why (empty while streaming)."""
-        return self.splits.excluded
+        """Per role, the utterances (and hours) the drop rule left out, and why: up front, and as the loaders
+        read (a role no loader has read yet is absent while streaming)."""
+        return self.drops.merged(self.splits.excluded)
 
     @property
     def batch_plan(self) -> BatchPlan:
@@ -91,7 +96,10 @@ class ASRDataModule(L.LightningDataModule):
         return self.splits.loader("test", self.eval_batch_size)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Where the training batch about to be trained on leaves the training data (stream or sampler)."""
+        """What the loaders dropped while reading this batch is counted; a training batch about to be trained on
+        moves the position in the training data (stream or sampler) that checkpoints save."""
+        sizes = None if self.streaming else {role: len(data) for role, data in self.splits.datasets.items()}
+        batch = self.drops.record(batch, sizes)
         training = self.trainer is not None and self.trainer.training
         return self.splits.record(batch, self.trainer.current_epoch if training else None)
 

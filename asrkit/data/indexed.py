@@ -2,7 +2,9 @@
 
 Durations come from the source's duration column, and from each file's header where a cell is empty or the
 source has no such column (``datasets.map``, cached by ``datasets``); no audio is decoded before a batch
-needs it. The drop rule is :mod:`asrkit.data.filtering`'s. ``preprocess()`` saves which rows of each split
+needs it. The drop rule is :mod:`asrkit.data.filtering`'s: what headers and transcripts show is dropped up
+front and counted in ``excluded``; what only decoding shows (silence, a file broken since) is skipped in its
+batch and counted through :mod:`asrkit.data.drops`. ``preprocess()`` saves which rows of each split
 survive (with their durations) under a key made of every setting that decides it, so that a later run
 (on any number of ranks) reads that instead of measuring and filtering again.
 """
@@ -22,10 +24,11 @@ import datasets
 import torch
 from torch.utils.data import DataLoader
 
-from asrkit.data.audio import AudioDecodeError, decode_audio
+from asrkit.data.audio import audio_name
 from asrkit.data.collator import Collator
 from asrkit.data.columns import AUDIO, DURATION, TEXT
-from asrkit.data.filtering import cell_duration, header_duration, log_drops
+from asrkit.data.drops import CountingCollator, Drop
+from asrkit.data.filtering import NAMED_FILES, cell_duration, decode_kept, header_duration, log_drops
 from asrkit.data.options import DataOptions
 from asrkit.data.reading import read_role
 from asrkit.data.sampler import DurationBucketBatchSampler, own_generator
@@ -33,33 +36,48 @@ from asrkit.data.sampler import DurationBucketBatchSampler, own_generator
 log = logging.getLogger(__name__)
 
 ROW = "_asrkit_row"  # the source row of a kept example, in preprocessed rows
+PROBLEM = "_asrkit_problem"  # why a header cannot be used, in the measured headers
 
 
 class AudioTextDataset(torch.utils.data.Dataset):
-    """Decodes one example when a DataLoader asks for it; a file that fails to decode yields ``None``."""
+    """Decodes one example when a DataLoader asks for it; one that decoding drops (a broken file, silence)
+    yields a :class:`asrkit.data.drops.Drop`, which the collate step counts as skipped and hands on."""
 
-    def __init__(self, dataset: datasets.Dataset, sampling_rate: int, prepare_text: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        sampling_rate: int,
+        prepare_text: Callable[[str], str],
+        role: str = "train",
+        durations: list[float] | None = None,
+    ) -> None:
         self.dataset = dataset
         self.sampling_rate = sampling_rate
         self.prepare_text = prepare_text
+        self.role = role
+        self.durations = durations
+        self.logged: Counter[str] = Counter()  # per reason, in this process: only the first files are named
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int) -> dict[str, Any] | Drop:
         row = self.dataset[index]
-        try:
-            audio = decode_audio(row[AUDIO], self.sampling_rate)
-        except AudioDecodeError as error:
-            log.warning("skipping undecodable audio: %s", error)
-            return None
+        audio, reason = decode_kept(row[AUDIO], self.sampling_rate)
+        if reason is not None:
+            self.logged[reason] += 1
+            if self.logged[reason] <= NAMED_FILES:
+                log.warning("%s split: skipping %s: %s", self.role, audio_name(row[AUDIO]), reason)
+            seconds = self.durations[index] if self.durations else None
+            return Drop(self.role, index, reason, audio_name(row[AUDIO]), seconds)
         text = self.prepare_text(row[TEXT] or "")  # no transcript (data.require_text=false): empty
         # scored against the transcript as the model learns to write it (label preparation applied)
         return {"index": index, "audio": audio, "text": text, "reference": text}
 
 
-def _header_durations(audio: list[dict[str, Any]]) -> dict[str, list[float | None]]:
-    return {DURATION: [header_duration(entry) for entry in audio]}
+def _measured_headers(audio: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    measured = [header_duration(entry) for entry in audio]
+    return {DURATION: [seconds for seconds, _ in measured], PROBLEM: [problem for _, problem in measured]}
 
 
 class IndexedSplits:
@@ -86,7 +104,7 @@ class IndexedSplits:
         if role in self.datasets:
             return
         dataset, durations = self._load_preprocessed(role) or self._filter(role, *self._measure(role))
-        self.datasets[role] = AudioTextDataset(dataset, self.collator.sampling_rate, self.prepare_text)
+        self.datasets[role] = AudioTextDataset(dataset, self.collator.sampling_rate, self.prepare_text, role, durations)
         self.durations[role] = durations
 
     def training_transcripts(self) -> list[str]:
@@ -94,41 +112,49 @@ class IndexedSplits:
         self.setup("train")
         return [self.prepare_text(text or "") for text in self.datasets["train"].dataset[TEXT]]
 
-    def _measure(self, role: str) -> tuple[datasets.Dataset, list[float | None]]:
-        """The split and each row's duration (None: unreadable): the duration cell, else the file's header."""
+    def _measure(self, role: str) -> tuple[datasets.Dataset, list[float | None], list[str | None]]:
+        """The split, each row's duration (the duration cell, else the file's header; None: unreadable) and why
+        a header that was read cannot be used (None where it can, or was not read)."""
         dataset = read_role(self.options, role, self.prepare_text)
         cells = dataset[DURATION] if DURATION in dataset.column_names else [None] * len(dataset)
         durations = [cell_duration(cell) for cell in cells]
+        problems: list[str | None] = [None] * len(durations)
         missing = [row for row, seconds in enumerate(durations) if seconds is None]
         if missing:
             headers = dataset.select(missing).map(
-                _header_durations,
+                _measured_headers,
                 batched=True,
                 input_columns=[AUDIO],
                 remove_columns=dataset.column_names,
                 num_proc=self.options.batches.preprocessing_num_workers,
                 desc=f"reading audio headers ({role})",
             )
-            for row, seconds in zip(missing, headers[DURATION], strict=True):
-                durations[row] = seconds
-        return dataset, durations
+            for row, seconds, problem in zip(missing, headers[DURATION], headers[PROBLEM], strict=True):
+                durations[row], problems[row] = seconds, problem
+        return dataset, durations, problems
 
     def _filter(
-        self, role: str, dataset: datasets.Dataset, durations: list[float | None]
+        self, role: str, dataset: datasets.Dataset, durations: list[float | None], problems: list[str | None]
     ) -> tuple[datasets.Dataset, list[float]]:
         """The rows the drop rule keeps, and their durations; what it drops is counted in ``excluded``."""
         rules = self.options.filters.rules(role, self.collator)
         texts = [self.prepare_text(text or "") for text in dataset[TEXT]]
         label_lengths = rules.label_lengths(texts, self.collator.encode_text) or [None] * len(texts)
         dropped: Counter[str] = Counter()
+        first: dict[str, list[int]] = {}  # the first rows of each reason, to name their files
         keep = []
-        for row, (seconds, text, length) in enumerate(zip(durations, texts, label_lengths, strict=True)):
-            reason = rules.reason(seconds, text, length)
+        measured = zip(durations, texts, label_lengths, problems, strict=True)
+        for row, (seconds, text, length, problem) in enumerate(measured):
+            reason = rules.reason(seconds, text, length, problem)
             if reason is None:
                 keep.append(row)
-            else:
-                dropped[reason] += 1
-        log_drops(f"{role} split", dropped, len(durations))
+                continue
+            dropped[reason] += 1
+            if dropped[reason] <= NAMED_FILES:
+                first.setdefault(reason, []).append(row)
+        audio = dataset.select_columns([AUDIO])
+        names = {reason: [audio_name(audio[row][AUDIO]) for row in numbers] for reason, numbers in first.items()}
+        log_drops(f"{role} split", dropped, len(durations), names)
         kept = set(keep)
         left_out_seconds = sum(d for row, d in enumerate(durations) if row not in kept and d is not None)
         self.excluded[role] = {
@@ -153,7 +179,7 @@ class IndexedSplits:
         seed = batches.bucketing.get("seed", 0)
         common = {
             "num_workers": batches.num_workers,
-            "collate_fn": self.collator,
+            "collate_fn": CountingCollator(self.collator),
             "persistent_workers": batches.num_workers > 0,
             "pin_memory": False,
             "generator": own_generator(seed),
@@ -193,14 +219,15 @@ class IndexedSplits:
         """
         saved = {}
         for role in self.options.roles():
-            dataset, durations = self._measure(role)
+            dataset, durations, problems = self._measure(role)
             numbered = dataset.add_column(ROW, list(range(len(dataset))))
-            kept, kept_durations = self._filter(role, numbered, durations)
+            kept, kept_durations = self._filter(role, numbered, durations, problems)
             path = self._preprocessed_path(role)
             rows = datasets.Dataset.from_dict({"index": kept[ROW], DURATION: kept_durations})
             rows.save_to_disk(str(path))
             source = {"fingerprint": dataset._fingerprint, "rows": len(dataset)}  # of the unfiltered split
-            (path / "asrkit.json").write_text(json.dumps(source) + "\n")
+            # and what was dropped, so that a run that loads the rows still reports it in metrics.json
+            (path / "asrkit.json").write_text(json.dumps(source | {"excluded": self.excluded[role]}) + "\n")
             log.info("%s split: saved the preprocessed rows to %s", role, path)
             saved[role] = path
         return saved
@@ -227,7 +254,8 @@ class IndexedSplits:
             return None
         rows = datasets.load_from_disk(str(path))
         dataset = read_role(self.options, role, self.prepare_text)
-        source = json.loads((path / "asrkit.json").read_text())
+        saved = json.loads((path / "asrkit.json").read_text())
+        source = {key: saved.get(key) for key in ("fingerprint", "rows")}
         if source != {"fingerprint": dataset._fingerprint, "rows": len(dataset)}:
             log.warning(
                 "%s split changed since %s was preprocessed (%s): reading and filtering it again; "
@@ -237,6 +265,8 @@ class IndexedSplits:
                 source,
             )
             return None
+        if "excluded" in saved:  # (rows saved before asrkit kept this: none to report)
+            self.excluded[role] = saved["excluded"]
         durations = [float(d) for d in rows[DURATION]]
         log.info(
             "%s split: %d examples, %.2f h of audio (preprocessed: %s)", role, len(rows), sum(durations) / 3600, path

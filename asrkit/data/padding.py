@@ -27,7 +27,8 @@ def pad_labels(sequences: Sequence[Sequence[int]]) -> torch.Tensor:
 
 def batch_fields(examples: list[dict[str, Any]], num_skipped: int, sampling_rate: int) -> dict[str, Any]:
     """What every batch carries besides its model inputs: ``indices`` and ``references`` (for evaluation),
-    ``num_samples`` and ``audio_seconds`` (throughput), and ``num_skipped`` (files that failed to decode)."""
+    ``num_samples`` and ``audio_seconds`` (throughput), and ``num_skipped`` (examples dropped when read: files
+    that failed to decode, silence; their reasons reach metrics.json through :mod:`asrkit.data.drops`)."""
     return {
         "indices": [example["index"] for example in examples],
         "references": [example["reference"] for example in examples],

@@ -2,8 +2,11 @@
 
 Nothing is downloaded or indexed up front: each split is a ``datasets.IterableDataset`` (``load_dataset(...,
 streaming=True)``), and :class:`AudioTextStream` filters every example as it arrives by the drop rule both
-paths share (:mod:`asrkit.data.filtering`); unreadable audio yields ``None``, which the collator counts as a
-skipped example. Drops are counted and logged at the end of each pass.
+paths share (:mod:`asrkit.data.filtering`); audio that cannot be used (a missing, empty, unreadable or silent
+file...) yields ``None``, which the collator counts as a skipped example. Drops are logged at the end of each
+pass, naming the first files of each reason, and ride on the batches to the main process
+(:mod:`asrkit.data.drops`), where they are counted in ``metrics.json``. A pass in which no example is kept is
+an error that names the split and the reasons.
 
 - Shuffling: a buffer of ``data.shuffle_buffer_size`` examples (and a shuffled shard order), seeded by
   ``data.shuffle_seed``, reshuffled on every pass over the data (``IterableDataset.set_epoch``).
@@ -36,16 +39,19 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 
-from asrkit.data.audio import AudioDecodeError, decode_audio
+from asrkit.data.audio import audio_name
 from asrkit.data.collator import Collator
 from asrkit.data.columns import AUDIO, DURATION, TEXT
-from asrkit.data.filtering import UNREADABLE, FilterRules, log_drops, row_duration
+from asrkit.data.drops import Drop, attach_drops
+from asrkit.data.filtering import AUDIO_PROBLEMS, NAMED_FILES, FilterRules, decode_kept, log_drops, row_duration
 from asrkit.data.options import DataOptions
 from asrkit.data.reading import read_role
 from asrkit.data.sampler import own_generator
 from asrkit.data.stream_position import STREAM_POSITION, StreamProgress
 
 log = logging.getLogger(__name__)
+
+END = "end of pass"  # the example of the last item of an evaluation pass, which only carries its last drops
 
 
 def shard_stream(
@@ -71,8 +77,10 @@ def shard_stream(
 
 
 class AudioTextStream(torch.utils.data.IterableDataset):
-    """Yields ``(example, position)`` pairs: the example dict the collators take (or ``None`` for audio that
-    cannot be read), and for an ``endless`` (training) stream where its worker's stream stands after it.
+    """Yields ``(example, position, drops)``: the example dict the collators take (or ``None`` for audio that
+    cannot be used), for an ``endless`` (training) stream where its worker's stream stands after it, and the
+    :class:`asrkit.data.drops.Drop` records of the examples dropped since the item before. An evaluation pass
+    ends with ``(END, None, drops)`` when examples were dropped after its last one.
 
     Each example goes through the drop rule ``rules`` (:mod:`asrkit.data.filtering`); ``encode_text`` measures
     labels when the rule limits their length. ``resume_from`` maps a worker id to the position to continue from.
@@ -100,22 +108,20 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.resume_from: dict[int, dict[str, Any]] = {}
 
-    def _examine(self, row: dict[str, Any], index: int) -> tuple[dict[str, Any] | None, str | None]:
-        """The example and ``None``, or ``None`` and the reason it is dropped."""
+    def _examine(self, row: dict[str, Any], index: int) -> tuple[dict[str, Any] | None, str | None, float | None]:
+        """The example and ``None``, or ``None`` and the reason it is dropped; and its duration where known."""
         text = self.prepare_text(row[TEXT] or "")
-        duration = row_duration(row.get(DURATION), row[AUDIO])
+        duration, problem = row_duration(row.get(DURATION), row[AUDIO])
         lengths = self.rules.label_lengths([text], self.encode_text) if self.encode_text and duration else None
-        reason = self.rules.reason(duration, text, lengths[0] if lengths else None)
+        reason = self.rules.reason(duration, text, lengths[0] if lengths else None, problem)
         if reason is not None:
-            return None, reason
-        try:
-            audio = decode_audio(row[AUDIO], self.sampling_rate)
-        except AudioDecodeError as error:
-            log.warning("skipping undecodable audio: %s", error)
-            return None, UNREADABLE
-        return {"index": index, "audio": audio, "text": text, "reference": text}, None  # scored as labelled
+            return None, reason, duration
+        audio, reason = decode_kept(row[AUDIO], self.sampling_rate)
+        if reason is not None:
+            return None, reason, duration
+        return {"index": index, "audio": audio, "text": text, "reference": text}, None, duration  # scored as labelled
 
-    def __iter__(self) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+    def __iter__(self) -> Iterator[tuple[Any, dict[str, Any] | None, list[Drop]]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         start = self.resume_from.get(worker)
@@ -123,36 +129,43 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         # datasets keeps the epoch in a tensor shared by all DataLoader workers (for the main process to set
         # between epochs); each worker here moves through its passes on its own, so it needs its own epoch
         dataset = copy.deepcopy(self.dataset)
+        pending: list[Drop] = []  # dropped since the last item yielded (a training stream's go on to its next pass)
         while True:
             dataset.set_epoch(data_pass)  # a new shard order and buffer seed on every pass
             count = 0
             if start is not None:
                 dataset.load_state_dict(start["state"])
                 count = start["count"]
-            first, kept, dropped = count, 0, Counter()
+            first, kept, dropped, names = count, 0, Counter(), {}
             for row in dataset:
                 state = dataset.state_dict() if self.endless else None
                 index = (count * workers + worker) * self.world_size + self.rank  # unique over ranks, workers
                 count += 1
-                example, reason = self._examine(row, index)
+                example, reason, seconds = self._examine(row, index)
                 if reason is not None:
                     dropped[reason] += 1
-                    if reason != UNREADABLE:
+                    if dropped[reason] <= NAMED_FILES:
+                        names.setdefault(reason, []).append(audio_name(row[AUDIO]))
+                    pending.append(Drop(self.name, (data_pass, index), reason, audio_name(row[AUDIO]), seconds))
+                    if reason not in AUDIO_PROBLEMS:  # the rule's drops take no place in a batch
                         continue
                 kept += example is not None
                 position = None
                 if self.endless:
                     position = {"worker": worker, "workers": workers, "pass": data_pass, "count": count, "state": state}
-                yield example, position
-            log_drops(
-                f"{self.name} stream, pass {data_pass}, rank {self.rank}, worker {worker}", dropped, count - first
-            )
-            if not self.endless or (count == first and start is None):  # the end, or no shard for this worker
-                return
-            if kept == 0 and start is None:
+                yield example, position, pending
+                pending = []
+            where = f"{self.name} stream, pass {data_pass}, rank {self.rank}, worker {worker}"
+            log_drops(where, dropped, count - first, names)
+            if kept == 0 and count > first and start is None:
                 raise ValueError(
-                    f"{self.name} stream: no example is left after filtering in a whole pass (dropped: {dict(dropped)})"
+                    f"{self.name} split: no example is left after filtering in a whole pass of the stream "
+                    f"({where}; dropped: {dict(dropped)})"
                 )
+            if not self.endless or (count == first and start is None):  # the end, or no shard for this worker
+                if pending:
+                    yield END, None, pending
+                return
             data_pass, start = data_pass + 1, None
 
 
@@ -162,12 +175,12 @@ class StreamCollator:
     def __init__(self, collator: Callable[[list[dict[str, Any] | None]], dict[str, Any] | None]) -> None:
         self.collator = collator
 
-    def __call__(self, items: list[tuple[dict[str, Any] | None, dict[str, Any] | None]]) -> Any:
-        batch = self.collator([example for example, _ in items])
-        positions = [position for _, position in items if position is not None]
+    def __call__(self, items: list[tuple[Any, dict[str, Any] | None, list[Drop]]]) -> Any:
+        batch = self.collator([example for example, _, _ in items if example is not END])
+        positions = [position for _, position, _ in items if position is not None]
         if batch is not None and positions:  # a batch of undecodable audio only is re-read on resume
             batch[STREAM_POSITION] = positions[-1]
-        return batch
+        return attach_drops(batch, [drop for _, _, drops in items for drop in drops])
 
 
 def stream_loader(stream: AudioTextStream, batch_size: int, num_workers: int, collator: Any) -> DataLoader:
