@@ -53,7 +53,7 @@ def _left_out(datamodule: Any) -> dict[str, Any]:
     left_out = {}
     for role in ("validation", "test"):
         excluded = datamodule.excluded.get(role)
-        if excluded is None:  # not indexed (streaming): the stream logs its drop counts instead
+        if excluded is None:  # a stream that has dropped nothing (it counts as it reads)
             continue
         left_out[role] = excluded
         if excluded["utterances"]:

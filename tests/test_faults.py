@@ -235,9 +235,10 @@ def _fit(module: _Line, guard: faults.NonFiniteGuard, max_steps: int, accumulate
     return trainer
 
 
-def test_a_non_finite_loss_skips_its_step_weights_schedule_and_all(caplog) -> None:
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_non_finite_loss_skips_its_step_weights_schedule_and_all(caplog, precision) -> None:
     module, guard = _Line(poisoned={2}), faults.NonFiniteGuard(max_consecutive=3)
-    trainer = _fit(module, guard, max_steps=5)
+    trainer = _fit(module, guard, max_steps=5, precision=precision)
     assert guard.skipped == 1 and trainer.global_step == 5
     assert torch.equal(module.weights[2], module.weights[1]) and not torch.equal(module.weights[3], module.weights[2])
     optimizer = trainer.optimizers[0]
@@ -251,6 +252,32 @@ def test_under_gradient_accumulation_the_whole_window_is_skipped() -> None:
     _fit(module, guard, max_steps=3, accumulate=2)
     assert guard.skipped == 1
     assert torch.equal(module.weights[3], module.weights[1])  # batches 2 and 3 made step 2: nothing changed
+
+
+class _LineOnRanks(_Line):
+    """The poisoned batches are non-finite on rank 1 only; each rank writes what its guard counted."""
+
+    def __init__(self, poisoned: set[int], out: str) -> None:
+        super().__init__(poisoned)
+        self.out = out
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = ((self.model(batch["x"]) - 2 * batch["x"]) ** 2).mean()
+        return loss * float("nan") if batch_idx in self.poisoned and self.global_rank == 1 else loss
+
+    def on_train_end(self) -> None:
+        guard = next(cb for cb in self.trainer.callbacks if isinstance(cb, faults.NonFiniteGuard))
+        record = {"skipped": guard.skipped, "weight": self.model.weight.item(), "step": self.trainer.global_step}
+        Path(self.out, f"rank{self.global_rank}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.slow
+def test_under_ddp_a_step_non_finite_on_one_rank_is_skipped_by_all(tmp_path: Path) -> None:
+    module = _LineOnRanks(poisoned={2}, out=str(tmp_path))
+    guard = faults.NonFiniteGuard()
+    _fit(module, guard, max_steps=5, strategy="ddp_spawn", accelerator="cpu", devices=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["skipped"] for r in ranks] == [1, 1] and ranks[0]["weight"] == ranks[1]["weight"]
 
 
 def test_non_finite_steps_in_a_row_stop_the_run_with_a_checkpoint(tmp_path: Path) -> None:
