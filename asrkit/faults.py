@@ -33,6 +33,13 @@ class RunStopped(RuntimeError):
     """Training stopped on a fault after saving its checkpoint; the message says what happened and what to do."""
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's ``torch.OutOfMemoryError``, or the RuntimeError other devices (Habana's HPU) raise for it."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
 def _batch_shape(batch: Any) -> str:
     if not isinstance(batch, dict):
         return "unknown"
@@ -64,13 +71,13 @@ class FaultCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != "fit":  # a test after training keeps the checkpoint fitting wrote
             return
-        if isinstance(exception, torch.OutOfMemoryError) and trainer.world_size > 1:
+        if is_out_of_memory(exception) and trainer.world_size > 1:
             log.error(
                 "out of memory on rank %d; the other ranks wait in a collective: no checkpoint", trainer.global_rank
             )
             return
-        if isinstance(exception, (SIGTERMException, torch.OutOfMemoryError, RunStopped)):
-            if isinstance(exception, torch.OutOfMemoryError):
+        if isinstance(exception, (SIGTERMException, RunStopped)) or is_out_of_memory(exception):
+            if is_out_of_memory(exception):
                 module.zero_grad(set_to_none=True)  # the gradients of the failed step are not worth their memory
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -83,7 +90,7 @@ class FaultCheckpoint(L.Callback):
         where = f"{self.saved} holds the state" if self.saved else "no checkpoint could be saved"
         if isinstance(exception, SIGTERMException):
             return f"stopped by a signal (preemption); {where}: re-run the same command to resume"
-        if isinstance(exception, torch.OutOfMemoryError):
+        if is_out_of_memory(exception):
             return (
                 f"out of memory in a training step on a batch of {self.batch_shape}; {where}: lower "
                 "data.per_device_batch_size (the global batch is kept by accumulation) or cap batches with "

@@ -92,7 +92,9 @@ def _fit(trainer: L.Trainer, module: Any, datamodule: Any, resume_from: Path | N
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-        except (SIGTERMException, torch.OutOfMemoryError, faults.RunStopped) as error:
+        except (SIGTERMException, RuntimeError) as error:  # RunStopped and out-of-memory errors are RuntimeErrors
+            if not isinstance(error, (SIGTERMException, faults.RunStopped)) and not faults.is_out_of_memory(error):
+                raise
             handler = next((cb for cb in callbacks if isinstance(cb, faults.FaultCheckpoint)), None)
             message = handler.describe(error) if handler else str(error) or type(error).__name__
             log.error("%s", message)

@@ -305,3 +305,9 @@ def test_out_of_memory_ends_with_a_checkpoint_and_names_the_batch_and_the_key(tm
     assert "data.per_device_batch_size" in message and "data.bucketing.max_batch_seconds" in message
     assert _step(tmp_path / "checkpoints" / "last.ckpt") == 3
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+
+def test_out_of_memory_is_recognised_from_cuda_and_from_other_devices() -> None:
+    assert faults.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert faults.is_out_of_memory(RuntimeError("synStatus 26 [Generic failure]. Device out of memory"))
+    assert not faults.is_out_of_memory(RuntimeError("shapes cannot be multiplied"))
