@@ -6,8 +6,8 @@ in ``<run dir>/checkpoints``; ``resume=never`` starts over; ``resume=<path>`` ta
 directory is new, so ``auto`` finds nothing there and starts from the beginning.
 
 The config the checkpoints were trained with is kept in the run dir (``<run dir>/run_config.yaml``). A resumed
-run whose config differs in anything but hardware, loader and step limits (:data:`MAY_DIFFER`) stops with a
-one-line diff, unless ``resume_force=true`` (which then records the new config).
+run whose config differs in anything but hardware, loaders, step limits and the test at the end (:data:`MAY_DIFFER`)
+stops with a one-line diff, unless ``resume_force=true`` (which then records the new config).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from asrkit.trainer import PARTIAL, PREVIOUS
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.yaml"
-# Keys (and key prefixes) a resumed run may change: where and how fast it runs, and how long. Anything else
+# Keys (and key prefixes) a resumed run may change: where and how fast it runs, how long, and what it does once
+# training ends. Anything else
 # (model, data, optimizer, schedule, batch size, seed...) would make it a different run.
 MAY_DIFFER = (
     "hw",
@@ -44,6 +45,7 @@ MAY_DIFFER = (
     "data.preprocessing_num_workers",
     "test_before_training",
     "export",
+    "data.test_split",  # what is tested once training ends, not what is trained on
 )
 
 
