@@ -15,6 +15,8 @@ class SpeechThroughput(L.Callback):
     The clock runs from the end of one training batch to the end of the next, so data loading,
     forward, backward and the optimizer step are all counted; the first ``warmup_steps`` optimizer steps
     (compilation, allocator growth, worker start-up) and the time spent in validation are not.
+    ``samples_seen`` and ``audio_seconds_seen`` count every training batch, warm-up included, over the whole run
+    (a resumed run's checkpoint carries them on): what the end-of-run summary reports as data seen.
     """
 
     def __init__(self, warmup_steps: int = 10, log_every_n_steps: int = 50) -> None:
@@ -26,12 +28,22 @@ class SpeechThroughput(L.Callback):
         self._batches = 0
         self._last: float | None = None
         self.summary: dict[str, float] = {}
+        self.samples_seen = self.audio_seconds_seen = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"samples_seen": self.samples_seen, "audio_seconds_seen": self.audio_seconds_seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.samples_seen, self.audio_seconds_seen = state["samples_seen"], state["audio_seconds_seen"]
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: dict[str, Any] | None, batch_idx: int
     ) -> None:
         now = time.perf_counter()
         self._batches += 1
+        if batch is not None:
+            self.samples_seen += batch["num_samples"] * trainer.world_size
+            self.audio_seconds_seen += batch["audio_seconds"] * trainer.world_size
         if batch is not None and self._last is not None and trainer.global_step > self.warmup_steps:
             self.seconds += now - self._last
             self.samples += batch["num_samples"] * trainer.world_size
@@ -44,10 +56,11 @@ class SpeechThroughput(L.Callback):
         self._last = None  # the next interval would contain the evaluation
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        totals = torch.tensor([self.seconds, self.samples, self.audio_seconds], dtype=torch.float64)
-        self.seconds, self.samples, self.audio_seconds = (
-            trainer.strategy.reduce(totals, reduce_op="mean").tolist() if trainer.world_size > 1 else totals.tolist()
-        )
+        counts = [self.seconds, self.samples, self.audio_seconds, self.samples_seen, self.audio_seconds_seen]
+        totals = torch.tensor(counts, dtype=torch.float64)
+        if trainer.world_size > 1:  # each rank counted its own batches times the world size
+            totals = trainer.strategy.reduce(totals.to(trainer.strategy.root_device), reduce_op="mean").cpu()
+        self.seconds, self.samples, self.audio_seconds, self.samples_seen, self.audio_seconds_seen = totals.tolist()
         self.summary = self._rates() if self.seconds > 0 else {}
 
     def _rates(self) -> dict[str, float]:

@@ -42,7 +42,7 @@ from asrkit.batch_plan import BatchPlan
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.data.options import BatchOptions, DataOptions, FilterOptions, SourceOptions, StreamOptions
 from asrkit.data.sampler import DurationBucketBatchSampler
-from asrkit.extras import EXTRAS
+from asrkit.extras import EXTRAS, require
 
 
 class ConfigError(ValueError):
@@ -66,6 +66,8 @@ TRAINER_GIVEN = {
     "accumulate_grad_batches": "the batch plan (data.global_batch_size, data.per_device_batch_size)",
     "default_root_dir": "the run dir (<run dir>/checkpoints: run_name or hydra.run.dir)",
 }
+# Lightning's tracker loggers -> the package each imports when built (missing: a one-line error naming the extra)
+TRACKER_PACKAGES = {"WandbLogger": "wandb", "MLFlowLogger": "mlflow", "CometLogger": "comet_ml"}
 LAX = ConfigDict(arbitrary_types_allowed=True)  # a class pydantic does not know is checked with isinstance
 PLAIN_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
 
@@ -85,6 +87,10 @@ def check_config(cfg: DictConfig) -> None:
         )
     for where, node in _target_nodes(plain, ""):
         _check_target(where, node)
+    for name, node in (plain.get("logger") or {}).items():  # Lightning's trackers import their package when built
+        package = TRACKER_PACKAGES.get(str((node or {}).get("_target_", "")).rsplit(".", 1)[-1])
+        if package:
+            require(package, f"logger.{name}")
     _check_batch_plan(cfg)
 
 

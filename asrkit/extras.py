@@ -11,6 +11,10 @@ EXTRAS = {
     "deepspeed": "deepspeed",
     "mpi4py": "mpi",
     "bitsandbytes": "bnb",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "gradio": "demo",
+    "matplotlib": "plot",
 }
 
 

@@ -104,6 +104,8 @@ class NonFiniteGuard(L.Callback):
 
     The gradients are dropped (set to None, so the optimizer leaves every parameter as it is, moments included),
     the learning-rate schedule does not advance (the modules' ``lr_scheduler_step`` reads ``step_skipped``),
+    ``train/grad_norm`` logs the gradients' global L2 norm of every step (before clipping; not under DeepSpeed,
+    which keeps the gradients),
     ``train/skipped_nonfinite`` counts it and the log names the batch's utterances. The step still counts
     towards ``trainer.max_steps``. ``max_consecutive`` skipped steps in a row stop the run (a
     :class:`RunStopped`, after which :class:`FaultCheckpoint` saves the weights from before them).
@@ -140,7 +142,9 @@ class NonFiniteGuard(L.Callback):
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         finite = self._losses_finite
         if grads:
-            finite = torch.isfinite(torch.nn.utils.get_total_norm(grads)) & finite
+            norm = torch.nn.utils.get_total_norm(grads)  # before clipping: what the step computed
+            finite = torch.isfinite(norm) & finite
+            module.log("train/grad_norm", norm, on_step=True, on_epoch=False, rank_zero_only=True)
         bad = trainer.strategy.reduce_boolean_decision(not bool(finite), all=False)  # skipped if any rank saw it
         indices, self._indices, self._losses_finite = self._indices, [], True
         module.step_skipped = bad

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,17 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from asrkit import checkpoints, faults, hardware, memory, metrics, resume
+from asrkit import checkpoints, faults, hardware, memory, metrics, resume, summary
 from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
 from asrkit.config_check import check_config
 from asrkit.model_card import write_model_card
 from asrkit.models.steps import evaluation_normalizer
+from asrkit.reporting import ValidationReport, finish_runs
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,26 @@ def _optimized(results: dict[str, Any], name: str) -> float | None:
     return results.get(key)
 
 
+def _summary(
+    cfg: DictConfig, trainer: L.Trainer, callbacks: list[Any], results: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """The end-of-run summary (:mod:`asrkit.summary`), logged as a table; metrics.json keeps the same numbers."""
+    report = next((cb for cb in callbacks if isinstance(cb, ValidationReport)), None)
+    speed = next((cb for cb in callbacks if isinstance(cb, SpeechThroughput)), None)
+    seen = {"samples": speed.samples_seen, "audio_seconds": speed.audio_seconds_seen} if speed else {}
+    paths = summary.run_paths(Path(cfg.paths.output_dir), bool(cfg.export), trainer.loggers)
+    history = report.history if report else []
+    numbers = summary.run_summary(
+        results, history, cfg.optimized_metric, seen, seconds, summary.peak_memory(trainer), paths
+    )
+    for line in summary.summary_lines(numbers):
+        log.info("%s", line)
+    return numbers
+
+
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; return the best validation value of ``cfg.optimized_metric``."""
+    started = time.perf_counter()
     check_config(cfg)  # one-line errors naming the key, before anything loads
     out = Path(cfg.paths.output_dir)
     if logging.getLogger().hasHandlers():  # Hydra logs to console and file; Lightning's handler would repeat it
@@ -130,6 +150,8 @@ def train(cfg: DictConfig) -> float | None:
     if module.needs_vocabulary:  # CTC: the character vocabulary of the training transcripts
         module.build_vocabulary(datamodule.training_transcripts())
     callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node]
+    if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar callback it is told not to show
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     loggers = [_build(f"logger.{name}", node) for name, node in (cfg.get("logger") or {}).items() if node]
     checkpoint_dir = out / "checkpoints"
     resume_from = resume.resolve(cfg.resume, checkpoint_dir)
@@ -173,7 +195,9 @@ def train(cfg: DictConfig) -> float | None:
             module.export(out / "export")
             write_model_card(out / "export", cfg, results)
             log.info("exported to %s", out / "export")
+        results["summary"] = _summary(cfg, trainer, callbacks, results, time.perf_counter() - started)
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         if getattr(module, "predictions", {}).get("test"):  # what the test after training heard
             metrics.write_predictions(out / "test_predictions.jsonl", module.predictions["test"])
+    finish_runs(loggers)  # the next job of a -m sweep in this process starts its own tracker runs
     return _optimized(results, cfg.optimized_metric)

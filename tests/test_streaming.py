@@ -81,6 +81,17 @@ def test_evaluation_streams_read_each_example_once_in_order(repo: Path, collator
     assert len(references) == SIZES["test"] and "stream_position" not in next(iter(streamed.val_dataloader()))
 
 
+def test_the_first_examples_of_a_split_are_the_same_streamed_or_indexed(repo: Path, collator) -> None:
+    """What the validation report plays back: the split's first usable examples, decoded, in the loaders' order."""
+    streamed = _datamodule(repo, collator).examples("validation", 3)
+    indexed = _datamodule(repo, collator, streaming=False).examples("validation", 3)
+    first = [r for batch in _datamodule(repo, collator).val_dataloader() for r in batch["references"]][:3]
+    assert [example["reference"] for example in streamed] == [example["reference"] for example in indexed] == first
+    for a, b in zip(streamed, indexed, strict=True):
+        assert a["sampling_rate"] == b["sampling_rate"] == 16000 and a["audio"].shape == b["audio"].shape
+        assert (a["audio"] == b["audio"]).all() and a["audio"].size > 0
+
+
 def test_training_never_runs_out_and_reshuffles_every_pass(repo: Path, collator) -> None:
     stream = _datamodule(repo, collator, shuffle_buffer_size=5).splits.datasets["train"]
     passes: dict[int, list[int]] = {}

@@ -13,6 +13,7 @@ file broken since it was measured; a stream's every drop) is taken off the batch
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,18 @@ class ASRDataModule(L.LightningDataModule):
     def training_transcripts(self) -> list[str]:
         """The prepared training transcripts, for the module's vocabulary (CTC)."""
         return self.splits.training_transcripts()
+
+    def examples(self, role: str, count: int) -> list[dict[str, Any]]:
+        """The first ``count`` usable examples of a split that is set up (its order; none for one that is not):
+        ``index``, ``audio`` (decoded, at the model's rate), ``sampling_rate`` and ``reference``, read in this
+        process. The validation report plays these back in the loggers."""
+        data = self.splits.datasets.get(role)
+        if data is None or count <= 0:
+            return []
+        items = (item for item, _, _ in data) if self.streaming else (data[i] for i in range(len(data)))
+        usable = (item for item in items if isinstance(item, dict))  # not what decoding dropped
+        rate = self.collator.sampling_rate
+        return [example | {"sampling_rate": rate} for example in itertools.islice(usable, count)]
 
     def preprocess(self) -> dict[str, Path]:
         """``preprocess_only=true``: measure and filter every split once and save the surviving rows."""

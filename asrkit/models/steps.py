@@ -98,6 +98,11 @@ class EvaluationHooks:
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            # the loggers' x-axis for these scores: the weights measured are those after global_step updates (as a
+            # training loss logged at step k was measured on the weights after k updates, and best-step<k>.ckpt
+            # holds them); Lightning would log a validation inside the epoch one step earlier
+            self.log("step", float(self.trainer.global_step))
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         with evaluation_precision(self, self.hparams.evaluation):
