@@ -20,6 +20,7 @@ from asrkit import checkpoints, faults, hardware, memory, metrics, resume
 from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
 from asrkit.config_check import check_config
+from asrkit.hub import push_run
 from asrkit.model_card import write_model_card
 from asrkit.models.steps import evaluation_normalizer
 
@@ -172,6 +173,8 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.export:
             module.export(out / "export")
             write_model_card(out / "export", cfg, results)
+            if cfg.get("push_to_hub"):  # a failed upload is logged with the command to retry; the run goes on
+                results["hub"] = push_run(out / "export", cfg)
             log.info("exported to %s", out / "export")
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         if getattr(module, "predictions", {}).get("test"):  # what the test after training heard
