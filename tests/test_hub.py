@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from huggingface_hub import HfApi, constants
+from huggingface_hub import HfApi, ModelCard, constants
 
 from asrkit import hub
 from asrkit import train as train_module
@@ -103,6 +103,7 @@ def test_a_run_uploads_its_export_and_a_failed_upload_keeps_the_run(
     assert model_files | processor_files | {"README.md"} <= set(upload["files"])
     card = upload["files"]["README.md"].decode()
     assert card == (export / "README.md").read_text()  # uploaded after the card was written
+    assert ModelCard.load(export / "README.md").data.model_name == "asrkit-tiny"
 
     retry = f"hf upload someone/asrkit-tiny {export}"
     results = json.loads((tmp_path / "metrics.json").read_text())  # the run is kept
