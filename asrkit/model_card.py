@@ -84,8 +84,9 @@ def _training_split(data: DictConfig) -> str:
 def _data_lines(data: DictConfig, lang: str, results: dict[str, Any]) -> list[str]:
     sources = data.get("sources") or {}
     if sources:
-        parts = [f"{_where(s)} ({s.probability:.0%} of training examples)" for s in sources.values()]
-        corpus = f"a {data.get('mixing', 'mix')} of " + ", ".join(parts)
+        drawn = data.get("mixing") == "interleave"  # each example drawn from source i with its probability
+        parts = [_where(s) + (f" ({s.probability:.0%} of examples)" if drawn else "") for s in sources.values()]
+        corpus = ("interleaved" if drawn else "concatenated") + " from " + ", ".join(parts)
     else:
         corpus = _where(data)
     limit = f" (first {data.max_train_samples} examples)" if data.get("max_train_samples") else ""
@@ -93,7 +94,8 @@ def _data_lines(data: DictConfig, lang: str, results: dict[str, Any]) -> list[st
     lines = [
         f"- Language: `{lang}`",
         f"- Training data: {corpus}, split `{_training_split(data)}`{limit}",
-        f"- Validated on split `{data.validation_split}`; tested on split `{data.test_split}`"
+        f"- Validated on split `{data.validation_split}`; "
+        + (f"tested on split `{data.test_split}`" if data.test_split else "not tested (data.test_split is null)")
         + (f" ({int(tested)} utterances scored)" if tested is not None else ""),
     ]
     if data.get("max_eval_samples"):
@@ -105,14 +107,15 @@ def _hyper_parameter_lines(cfg: DictConfig, results: dict[str, Any]) -> list[str
     optimizer, data, trainer = cfg.optimizer, cfg.data, cfg.trainer
     schedule = optimizer.get("scheduler") or {}
     settings = ", ".join(f"{key} {value}" for key, value in schedule.items() if not str(key).startswith("_"))
+    clip = trainer.get("gradient_clip_val")
+    clipping = f"gradients clipped to a global L2 norm of {clip}" if clip else "gradients not clipped"
     lines = [
         f"- Optimizer steps: {results['global_step']} (trainer.max_steps {trainer.max_steps})",
         f"- Optimizer: `{optimizer.factory._target_}`, peak lr {optimizer.lr}, weight decay {optimizer.weight_decay}",
         f"- Schedule: `{schedule.get('_target_', 'constant')}`" + (f" ({settings})" if settings else ""),
         f"- Batch: {data.global_batch_size} examples per optimizer step, over all devices ({data.per_device_batch_size}"
         " per device and forward pass; gradient accumulation derived from the number of devices)",
-        f"- Precision: {resolve_precision(cfg.hw)}; gradient clipping {trainer.get('gradient_clip_val')}; "
-        f"seed {cfg.seed}",
+        f"- Precision: {resolve_precision(cfg.hw)}; {clipping}; seed {cfg.seed}",
         f"- Validation every {trainer.val_check_interval} optimizer steps; the best by `{cfg.optimized_metric}` "
         "is the checkpoint exported and tested",
     ]
@@ -173,11 +176,13 @@ def _model_index(name: str, data: DictConfig, results: dict[str, Any]) -> list[d
     if "wer" not in test:
         return []
     normalizer = results.get("evaluation", {}).get("normalizer", "basic")
-    sources = [s for s in (data.get("sources") or {}).values() if s.get("test_split")] or [data]
+    # data=mix: the sources whose test splits were scored (a source without the key inherits data.test_split)
+    tested = [s for s in (data.get("sources") or {}).values() if "test_split" not in s or s.test_split] or [data]
+    one = tested[0] if len(tested) == 1 else None
     dataset = {
-        "name": " + ".join(Path(str(s.data_dir)).name if s.get("data_dir") else str(s.path) for s in sources),
-        "type": str(data.path),
-        **({"config": str(data.name)} if data.get("name") else {}),
+        "name": " + ".join(Path(str(s.data_dir)).name if s.get("data_dir") else str(s.path) for s in tested),
+        "type": str(one.path if one else data.path),
+        **({"config": str(one.name)} if one and one.get("name") else {}),
         "split": str(data.test_split),
     }
     metrics = [

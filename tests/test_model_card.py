@@ -119,3 +119,24 @@ def test_a_pre_training_export_keeps_its_own_metrics_and_has_no_model_index(tmp_
     metadata = _front_matter(card)
     assert "model-index" not in metadata and "pipeline_tag" not in metadata
     assert ModelCard.load(export / "README.md").data.eval_results is None
+
+
+def test_a_mix_names_its_sources_and_the_one_whose_test_split_was_scored(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    export = _export(run, "whisper", "WhisperForConditionalGeneration")
+    cfg = compose_config(["data=mix", "hw=cpu"], run)  # FLEURS trains only (its test_split is null)
+    results = {"global_step": 10, "test": SCORES, "evaluation": {"dtype": "float32", "normalizer": "basic"}}
+    card_path = write_model_card(export, cfg, results)
+    card = card_path.read_text()
+
+    assert (
+        "interleaved from `mozilla-foundation/common_voice_11_0` (config `hi`) (70% of examples), "
+        "`google/fleurs` (config `hi_in`) (30% of examples)"
+    ) in card
+    assert _front_matter(card)["datasets"] == ["mozilla-foundation/common_voice_11_0", "google/fleurs"]
+    result = ModelCard.load(card_path).data.eval_results[0]
+    assert (result.dataset_type, result.dataset_config, result.dataset_split) == (
+        "mozilla-foundation/common_voice_11_0",
+        "hi",
+        "test",
+    )
