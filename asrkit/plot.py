@@ -58,7 +58,7 @@ def _step_axis(axes: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     axes.set_xlabel("optimizer step")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
     axes.set_xlim(left=0)
     axes.grid(alpha=0.3)
 
