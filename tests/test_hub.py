@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from huggingface_hub import HfApi, ModelCard, constants
 
-from asrkit import hub
+from asrkit import hub, resume
 from asrkit import train as train_module
 from asrkit.config_check import ConfigError
 from asrkit.train import train
@@ -146,3 +146,9 @@ def test_an_offline_process_cannot_push(monkeypatch: pytest.MonkeyPatch, token: 
     problem = hub.hub_settings_problem({"push_to_hub": True, "hub_model_id": "someone/model"})
     assert problem and "HF_HUB_OFFLINE=1" in problem
     assert hub.hub_settings_problem({"push_to_hub": False}) is None
+
+
+def test_a_finished_run_may_be_resumed_with_a_push_added() -> None:
+    saved = {"push_to_hub": False, "hub_model_id": None, "optimizer": {"lr": 0.001}}
+    current = {"push_to_hub": True, "hub_model_id": "someone/model", "hub_private": True, "optimizer": {"lr": 0.001}}
+    assert resume.config_diff(saved, current) == []
