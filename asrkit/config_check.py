@@ -16,6 +16,8 @@ between instances of 'str' and 'int'"). So before building anything, ``train()``
 - ``???`` left unset anywhere, and interpolations that do not resolve;
 - what the config alone decides: the batch plan (:class:`asrkit.batch_plan.BatchPlan`, the one place its rule
   and message live) and a bucketing cap that no batch of the longest kept utterance fits under.
+- ``push_to_hub``: a repository id and a Hugging Face token to upload with (:mod:`asrkit.hub`), so that a run
+  does not train for hours and then fail to upload.
 
 Each problem is a :class:`ConfigError` whose message is one line naming the key, which ``python -m asrkit``
 prints alone (``asrkit.__main__``).
@@ -43,6 +45,7 @@ from asrkit.data.datamodule import ASRDataModule
 from asrkit.data.options import BatchOptions, DataOptions, FilterOptions, SourceOptions, StreamOptions
 from asrkit.data.sampler import DurationBucketBatchSampler
 from asrkit.extras import EXTRAS, require
+from asrkit.hub import hub_settings_problem
 
 
 class ConfigError(ValueError):
@@ -92,6 +95,9 @@ def check_config(cfg: DictConfig) -> None:
         if package:
             require(package, f"logger.{name}")
     _check_batch_plan(cfg)
+    problem = hub_settings_problem(plain)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _first_line(error: BaseException) -> str:

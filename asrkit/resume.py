@@ -46,6 +46,9 @@ MAY_DIFFER = (
     "test_before_training",
     "export",
     "data.test_split",  # what is tested once training ends, not what is trained on
+    "push_to_hub",  # where the export is uploaded once training ends
+    "hub_model_id",
+    "hub_private",
 )
 
 

@@ -107,12 +107,21 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the rows, best first."""
+def summary_rows(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """(one row per job, best first; the overrides every job shares; the keys swept), as the summary shows them.
+    Each row has ``job`` (its dir under ``sweep_dir``), ``status``, ``overrides``, a column per swept key and
+    :data:`METRICS`."""
     sweep_dir = Path(sweep_dir)
     rows = [job_row(job_dir, sweep_dir) for job_dir in _job_dirs(sweep_dir)]
     shared, swept = _split_overrides(rows)
     rows.sort(key=_rank)  # stable: equal ranks keep job order
+    return rows, shared, swept
+
+
+def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the rows, best first."""
+    sweep_dir = Path(sweep_dir)
+    rows, shared, swept = summary_rows(sweep_dir)
     columns = ["job", "status", *swept, *METRICS, "error"]
 
     text = io.StringIO()

@@ -21,6 +21,7 @@ from asrkit import checkpoints, faults, hardware, memory, metrics, resume, summa
 from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
 from asrkit.config_check import check_config
+from asrkit.hub import push_run
 from asrkit.model_card import write_model_card
 from asrkit.models.steps import evaluation_normalizer
 from asrkit.reporting import ValidationReport, finish_runs
@@ -117,18 +118,15 @@ def _optimized(results: dict[str, Any], name: str) -> float | None:
 def _summary(
     cfg: DictConfig, trainer: L.Trainer, callbacks: list[Any], results: dict[str, Any], seconds: float
 ) -> dict[str, Any]:
-    """The end-of-run summary (:mod:`asrkit.summary`), logged as a table; metrics.json keeps the same numbers."""
+    """The end-of-run summary's numbers (:mod:`asrkit.summary`): metrics.json keeps them, the log ends with them."""
     report = next((cb for cb in callbacks if isinstance(cb, ValidationReport)), None)
     speed = next((cb for cb in callbacks if isinstance(cb, SpeechThroughput)), None)
     seen = {"samples": speed.samples_seen, "audio_seconds": speed.audio_seconds_seen} if speed else {}
     paths = summary.run_paths(Path(cfg.paths.output_dir), bool(cfg.export), trainer.loggers)
     history = report.history if report else []
-    numbers = summary.run_summary(
+    return summary.run_summary(
         results, history, cfg.optimized_metric, seen, seconds, summary.peak_memory(trainer), paths
     )
-    for line in summary.summary_lines(numbers):
-        log.info("%s", line)
-    return numbers
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -191,13 +189,18 @@ def train(cfg: DictConfig) -> float | None:
     results["data"] = {"dropped": _dropped(datamodule)}
 
     if trainer.is_global_zero:
+        results["summary"] = _summary(cfg, trainer, callbacks, results, time.perf_counter() - started)
         if cfg.export:
             module.export(out / "export")
             write_model_card(out / "export", cfg, results)
             log.info("exported to %s", out / "export")
-        results["summary"] = _summary(cfg, trainer, callbacks, results, time.perf_counter() - started)
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         if getattr(module, "predictions", {}).get("test"):  # what the test after training heard
             metrics.write_predictions(out / "test_predictions.jsonl", module.predictions["test"])
+        if cfg.export and cfg.push_to_hub:  # after metrics.json: an upload cut short loses nothing
+            results["hub"] = push_run(out / "export", cfg)  # a failure is logged with the command to retry
+            (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        for line in summary.summary_lines(results["summary"]):
+            log.info("%s", line)
     finish_runs(loggers)  # the next job of a -m sweep in this process starts its own tracker runs
     return _optimized(results, cfg.optimized_metric)
