@@ -11,6 +11,7 @@ EXTRAS = {
     "deepspeed": "deepspeed",
     "mpi4py": "mpi",
     "bitsandbytes": "bnb",
+    "gradio": "demo",
 }
 
 
