@@ -49,7 +49,7 @@ def make_screenshot(export: Path, audio: Path, out: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("export", type=Path, help="the checkpoint the page serves (an asrkit export)")
-    parser.add_argument("--audio", type=Path, default=TEST_SET / "test_0000.flac", help="the file to upload")
+    parser.add_argument("--audio", type=Path, default=TEST_SET / "test_0001.flac", help="the file to upload")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "demo_app.png", help="the PNG to write")
     args = parser.parse_args()
     shown = make_screenshot(args.export, args.audio.resolve(), args.out)
