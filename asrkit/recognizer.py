@@ -1,4 +1,5 @@
-"""The inference engine of :mod:`asrkit.evaluate` and :mod:`asrkit.transcribe`: load a model, batch audio, decode.
+"""The inference engine of :mod:`asrkit.evaluate`, :mod:`asrkit.transcribe` and :mod:`asrkit.demo`: load a model,
+batch audio, decode.
 
 ``checkpoint`` is a hub id (``openai/whisper-small``), a ``save_pretrained`` directory (an asrkit export), or
 a Lightning checkpoint of an asrkit run (``.ckpt``): its LightningModule is rebuilt from the checkpoint's
@@ -15,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -155,6 +157,21 @@ class Recognizer:
     def collator(self) -> FeatureCollator:
         extractor, tokenizer = self.processor.feature_extractor, self.processor.tokenizer
         return FeatureCollator(extractor, tokenizer, self.max_input_seconds, waveforms=self.kind == "ctc")
+
+    @property
+    def sampling_rate(self) -> int:
+        """The rate, in Hz, the model hears audio at (what :func:`asrkit.data.audio.decode_audio` resamples to)."""
+        return self.processor.feature_extractor.sampling_rate
+
+    def transcribe(self, waveforms: list[np.ndarray], batch_size: int) -> list[str]:
+        """The text of each mono float32 waveform at :attr:`sampling_rate`, ``batch_size`` per forward pass:
+        what :mod:`asrkit.transcribe` prints for a file and :mod:`asrkit.demo` shows for a recording."""
+        collator, texts = self.collator(), []
+        for start in range(0, len(waveforms), batch_size):
+            chunk = waveforms[start : start + batch_size]
+            batch = collator([{"index": i, "audio": audio, "reference": ""} for i, audio in enumerate(chunk)])
+            texts += [text.strip() for text in self(batch["inputs"], batch["lengths"])]
+        return texts
 
     @torch.no_grad()
     def __call__(self, inputs: dict[str, torch.Tensor], lengths: list[int]) -> list[str]:

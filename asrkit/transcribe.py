@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, ListConfig
 
 from asrkit.config import CONFIG_DIR, register_resolvers
@@ -53,25 +54,19 @@ def transcribe(cfg: DictConfig) -> list[dict[str, Any]]:
     files = audio_files(audio, cfg.extensions)
     with tempfile.TemporaryDirectory(prefix="asrkit-export-") as workdir:
         recognizer = load_recognizer(cfg, workdir, cfg.dtype)
-    collator = recognizer.collator()
-    rate = collator.sampling_rate
+    rate = recognizer.sampling_rate
 
-    decoded: list[dict[str, Any]] = []  # the files that decode, whole
-    for number, file in enumerate(files):
+    decoded: list[tuple[Path, np.ndarray]] = []  # the files that decode, whole
+    for file in files:
         try:
-            samples = decode_audio({"path": str(file), "bytes": None}, rate)
+            decoded.append((file, decode_audio({"path": str(file), "bytes": None}, rate)))
         except AudioDecodeError as error:
             log.warning("skipping %s", error)
-            continue
-        decoded.append({"index": number, "audio": samples, "reference": ""})
-    results = []
-    for start in range(0, len(decoded), cfg.batch_size):
-        examples = decoded[start : start + cfg.batch_size]
-        batch = collator(examples)
-        texts = recognizer(batch["inputs"], batch["lengths"])
-        for example, text in zip(examples, texts, strict=True):
-            seconds = len(example["audio"]) / rate
-            results.append({"file": str(files[example["index"]]), "text": text.strip(), "seconds": seconds})
+    texts = recognizer.transcribe([samples for _, samples in decoded], cfg.batch_size)
+    results = [
+        {"file": str(file), "text": text, "seconds": len(samples) / rate}
+        for (file, samples), text in zip(decoded, texts, strict=True)
+    ]
     lines = [f"{result['file']}\t{result['text']}" for result in results]
     (out / "transcripts.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     with open(out / "transcripts.jsonl", "w", encoding="utf-8") as f:
