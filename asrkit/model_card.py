@@ -28,13 +28,6 @@ NORMALIZER_NOTES = {
     "spelling map), as the Whisper paper and the Open ASR Leaderboard score English.",
 }
 FAMILIES = {"whisper": "Whisper", "wav2vec2": "wav2vec2", "hubert": "HuBERT", "wavlm": "WavLM"}
-SUMMARY_LABELS = {  # results["summary"] keys, as the card words them; others appear under their own name
-    "best_val_wer": "best validation WER (%)",
-    "best_step": "optimizer step of the best validation",
-    "wall_seconds": "wall time (s)",
-    "samples_per_second": "training examples per second",
-    "audio_hours_seen": "hours of audio trained on",
-}
 
 
 def _architecture(directory: Path, cfg: DictConfig) -> tuple[str, str]:
@@ -119,13 +112,30 @@ def _hyper_parameter_lines(cfg: DictConfig, results: dict[str, Any]) -> list[str
         f"- Validation every {trainer.val_check_interval} optimizer steps; the best by `{cfg.optimized_metric}` "
         "is the checkpoint exported and tested",
     ]
-    best = {key: value for key, value in results.items() if key.startswith("best_") and key != "best_checkpoint"}
-    summary = {**best, **({"best_step": results["best_step"]} if "best_step" in results else {})}
-    throughput = {f"throughput: {k.replace('_', ' ')}": v for k, v in (results.get("throughput") or {}).items()}
-    summary |= results.get("summary") or throughput
-    for key, value in summary.items():
-        shown = f"{value:.4g}" if isinstance(value, float) else value
-        lines.append(f"- {SUMMARY_LABELS.get(key, key.replace('_', ' '))}: {shown}")
+    return lines + _run_lines(results, str(cfg.optimized_metric))
+
+
+def _run_lines(results: dict[str, Any], metric: str) -> list[str]:
+    """What the run's summary (``results["summary"]``, :mod:`asrkit.summary`) says of the training itself; without
+    one, the best validation value and the throughput that ``results`` holds. Local paths stay out of the card."""
+    run = results.get("summary") or {}
+    best, key = run.get("best") or {}, metric.removeprefix("val/")
+    lines = []
+    if key in best:
+        lines.append(f"- Best validation `{metric}`: {best[key]:.2f} at optimizer step {int(best['step'])}")
+    elif results.get("best_" + metric.replace("/", "_")) is not None:
+        lines.append(f"- Best validation `{metric}`: {results['best_' + metric.replace('/', '_')]:.2f}")
+    speed = run.get("samples_per_second") or (results.get("throughput") or {}).get("samples_per_second")
+    if speed:
+        lines.append(f"- Training speed: {speed:.3g} examples per second (steady state, all devices)")
+    if run.get("audio_hours_seen"):
+        lines.append(
+            f"- Audio trained on: {run['audio_hours_seen']:.3g} h in {int(run['samples_seen'])} examples "
+            "(repeats over epochs counted)"
+        )
+    if run.get("wall_seconds"):
+        lines.append(f"- Wall time: {run['wall_seconds'] / 60:.1f} min (training, validation and tests)")
+    return lines
     return lines
 
 

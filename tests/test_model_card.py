@@ -40,11 +40,18 @@ def test_the_demo_card_says_random_init_and_carries_a_model_index_the_hub_reads(
     results = {
         "global_step": 600,
         "best_val_wer": 14.8,
-        "best_step": 400,
         "test_before": {"wer_raw": 302.2, "wer": 302.2, "cer": 1884.1, "num_samples": 100.0},
         "test": SCORES,
         "evaluation": {"dtype": "float32", "normalizer": "basic"},
-        "summary": {"wall_seconds": 840.5, "audio_hours_seen": 1.9},
+        "summary": {  # as asrkit.summary.run_summary makes it
+            "optimized_metric": "val/wer",
+            "best": {"step": 400, "wer": 14.8, "wer_raw": 15.1, "cer": 11.0, "num_samples": 100.0},
+            "wall_seconds": 840.5,
+            "samples_per_second": 31.25,
+            "samples_seen": 9600.0,
+            "audio_hours_seen": 1.9,
+            "paths": {"run": "/home/someone/outputs/demo1"},
+        },
     }
     card_path = write_model_card(export, cfg, results)
     card = card_path.read_text()
@@ -58,7 +65,9 @@ def test_the_demo_card_says_random_init_and_carries_a_model_index_the_hub_reads(
     assert "`asrkit.optim.warmup_decay` (shape linear, warmup_steps 100" in card
     assert "16 examples per optimizer step" in card and "Precision: 32-true" in card
     assert "| after training | 16.48 | 15.93 | 12.71 |" in card and "basic normaliser" in card
-    assert "optimizer step of the best validation: 400" in card and "wall time (s): 840.5" in card
+    assert "Best validation `val/wer`: 14.80 at optimizer step 400" in card and "Wall time: 14.0 min" in card
+    assert "31.2 examples per second" in card and "1.9 h in 9600 examples" in card
+    assert "/home/someone" not in card  # local paths stay out of a published card
     assert "```bash\npython -m asrkit experiment=demo optimizer.lr=0.002\n```" in card
 
     metadata = _front_matter(card)
@@ -115,7 +124,7 @@ def test_a_pre_training_export_keeps_its_own_metrics_and_has_no_model_index(tmp_
 
     assert "wav2vec2 (`Wav2Vec2ForPreTraining`) pre-trained with asrkit from random initialisation" in card
     assert "| test | codevector_perplexity | loss |" in card and "| after training | - | 3.58 |" in card
-    assert "best val loss: 3.6" in card
+    assert "Best validation `val/loss`: 3.60" in card
     metadata = _front_matter(card)
     assert "model-index" not in metadata and "pipeline_tag" not in metadata
     assert ModelCard.load(export / "README.md").data.eval_results is None
