@@ -2,8 +2,8 @@
 
 :func:`hub_settings_problem` is asked before training (by :func:`asrkit.config_check.check_config`), so that a
 missing repository id or token stops the run before it trains rather than after. :func:`push_run` is called by
-``train()`` on global rank zero once the model card is written; a failed upload is logged with the command that
-retries it and never ends the run (metrics.json and the export stay).
+``train()`` on global rank zero once the model card and metrics.json are written; a failed upload is logged with
+the command that retries it and never ends the run (metrics.json and the export stay).
 """
 
 from __future__ import annotations
