@@ -49,7 +49,7 @@ class SpeechThroughput(L.Callback):
             self.samples += batch["num_samples"] * trainer.world_size
             self.audio_seconds += batch["audio_seconds"] * trainer.world_size
             if self._batches % self.log_every_n_steps == 0:
-                module.log_dict(self._rates(), rank_zero_only=True)
+                module.log_dict(self.rates(), rank_zero_only=True)
         self._last = now
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -61,9 +61,10 @@ class SpeechThroughput(L.Callback):
         if trainer.world_size > 1:  # each rank counted its own batches times the world size
             totals = trainer.strategy.reduce(totals.to(trainer.strategy.root_device), reduce_op="mean").cpu()
         self.seconds, self.samples, self.audio_seconds, self.samples_seen, self.audio_seconds_seen = totals.tolist()
-        self.summary = self._rates() if self.seconds > 0 else {}
+        self.summary = self.rates() if self.seconds > 0 else {}
 
-    def _rates(self) -> dict[str, float]:
+    def rates(self) -> dict[str, float]:
+        """Samples/s and audio-seconds/s measured so far (call when ``seconds > 0``)."""
         return {
             "throughput/samples_per_second": self.samples / self.seconds,
             "throughput/audio_seconds_per_second": self.audio_seconds / self.seconds,

@@ -101,5 +101,5 @@ class StepProgressBar(TQDMProgressBar):
             shown["lr"] = f"{lr:.2e}"
         speed = next((cb for cb in trainer.callbacks if isinstance(cb, SpeechThroughput)), None)
         if speed is not None and speed.seconds > 0:
-            shown["samples/s"] = f"{speed.samples / speed.seconds:.1f}"
+            shown["samples/s"] = f"{speed.rates()['throughput/samples_per_second']:.1f}"
         return shown
