@@ -41,11 +41,13 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from asrkit import hardware
 from asrkit.batch_plan import BatchPlan
+from asrkit.data import extra_validation
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.data.options import BatchOptions, DataOptions, FilterOptions, SourceOptions, StreamOptions
 from asrkit.data.sampler import DurationBucketBatchSampler
 from asrkit.extras import EXTRAS, require
 from asrkit.hub import hub_settings_problem
+from asrkit.models.wav2vec2_pretrain import Wav2Vec2PretrainModule
 
 
 class ConfigError(ValueError):
@@ -95,6 +97,7 @@ def check_config(cfg: DictConfig) -> None:
         if package:
             require(package, f"logger.{name}")
     _check_batch_plan(cfg)
+    _check_extra_validation(cfg)
     problem = hub_settings_problem(plain)
     if problem:
         raise ConfigError(problem)
@@ -138,6 +141,8 @@ def _check_target(where: str, node: dict[str, Any]) -> None:
             f"{where}._target_={target}: expected an importable class or function ({_first_line(error)})"
         ) from None
     arguments = {key: value for key, value in node.items() if key not in HYDRA_KEYS}
+    if isinstance(obj, type) and issubclass(obj, ASRDataModule):
+        arguments.pop(extra_validation.KEY, None)  # names of data configs: _check_extra_validation
     _check_arguments(where, target, obj, arguments)
     if isinstance(obj, type) and issubclass(obj, ASRDataModule):
         _check_data(where, arguments)
@@ -285,6 +290,26 @@ def _check_data(where: str, keys: Mapping[str, Any]) -> None:
             " (a batch holds at least one utterance, and utterances up to that long are kept); raise the cap or "
             f"lower {where}.max_duration_in_seconds"
         )
+
+
+def _check_extra_validation(cfg: DictConfig) -> None:
+    """``data.extra_validation``: each set's data config exists and its keys pass the data checks; a model that
+    scores no transcripts (pre-training) has none."""
+    if not cfg.data.get(extra_validation.KEY):
+        return
+    target = OmegaConf.select(cfg, "model._target_")
+    model_class = get_object(target) if target else None
+    if isinstance(model_class, type) and issubclass(model_class, Wav2Vec2PretrainModule):
+        raise ConfigError(
+            f"data.{extra_validation.KEY}: pre-training scores no transcripts, only its loss on data.validation_split; "
+            "watch other sets when fine-tuning"
+        )
+    try:
+        resolved = extra_validation.resolve(cfg)
+    except ValueError as error:
+        raise ConfigError(_first_line(error)) from None
+    for name, keys in resolved.items():
+        _check_data(f"data.{extra_validation.KEY}.{name}", keys)
 
 
 def _check_batch_plan(cfg: DictConfig) -> None:

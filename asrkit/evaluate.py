@@ -63,7 +63,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("split=null: name the split of the data config to evaluate (e.g. split=test)")
     with tempfile.TemporaryDirectory(prefix="asrkit-export-") as workdir:
         recognizer = load_recognizer(cfg, workdir, cfg.evaluation.dtype)
-    datamodule = instantiate(cfg.data, collator=recognizer.collator(), test_split=cfg.split)
+    # one split scored; training's extra validation sets are not read
+    datamodule = instantiate(cfg.data, collator=recognizer.collator(), test_split=cfg.split, extra_validation=None)
     datamodule.setup("test")
 
     predictions: list[tuple[int, str, str]] = []

@@ -36,6 +36,18 @@ def scores_text(scores: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4g}" for name, value in scores.items() if name not in ("step", "num_samples"))
 
 
+def scores_by_set(scores: dict[str, float]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Validation scores split into the primary set's (``wer``, ...) and each extra set's (``<name>/wer``, ...:
+    ``data.extra_validation``), by name."""
+    primary = {key: value for key, value in scores.items() if "/" not in key}
+    extra: dict[str, dict[str, float]] = {}
+    for key, value in scores.items():
+        if "/" in key:
+            name, metric = key.split("/", 1)
+            extra.setdefault(name, {})[metric] = value
+    return primary, dict(sorted(extra.items()))
+
+
 def markdown_table(rows: list[tuple[int, str, str]]) -> str:
     """``| index | reference | prediction |`` rows, as TensorBoard's text plugin renders Markdown."""
     lines = ["| index | reference | prediction |", "|---|---|---|"]
@@ -141,7 +153,10 @@ class ValidationReport(L.Callback):
             self.clips_logged = True
 
     def _print(self, step: int, scores: dict[str, float], predictions: list[tuple[int, str, str]]) -> None:
-        log.info("validation at step %d: %s", step, scores_text(scores))
+        primary, extra = scores_by_set(scores)
+        log.info("validation at step %d: %s", step, scores_text(primary))
+        for name, set_scores in extra.items():  # data.extra_validation's sets
+            log.info("  %s: %s", name, scores_text(set_scores))
         for index, reference, prediction in predictions[: self.print_pairs]:
             log.info("  %d  reference:  %s", index, reference)
             log.info("  %s  prediction: %s", " " * len(str(index)), prediction)

@@ -46,6 +46,7 @@ MAY_DIFFER = (
     "test_before_training",
     "export",
     "data.test_split",  # what is tested once training ends, not what is trained on
+    "data.extra_validation",  # what else is watched at each validation, not what is trained on
     "push_to_hub",  # where the export is uploaded once training ends
     "hub_model_id",
     "hub_private",

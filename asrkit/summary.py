@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
-from asrkit.reporting import scores_text
+from asrkit.reporting import scores_by_set, scores_text
 
 GIB = 1024**3
 
@@ -92,9 +92,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     best, test, memory = summary["best"], summary["test"], summary["peak_memory"]
     speed = summary["samples_per_second"]
     metric = summary["optimized_metric"]
-    best_text = "no validation ran"
+    best_text, extra = "no validation ran", {}
     if best:
-        best_text = f"{best[metric.removeprefix('val/')]:.2f} at step {int(best['step'])}: {scores_text(best)}"
+        primary, extra = scores_by_set(best)
+        best_text = f"{best[metric.removeprefix('val/')]:.2f} at step {int(best['step'])}: {scores_text(primary)}"
     test_text = f"{scores_text(test)} on {int(test.get('num_samples', 0))} utterances" if test else "no test split"
     memory_text = f"{memory['rss_gib']:.2f} GiB resident (main process)"
     if memory["device_gib"] is not None:
@@ -102,6 +103,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     rows = [
         ("optimizer steps", f"{summary['global_step']}"),
         (f"best {metric}", best_text),
+        *((f"  {name} then", scores_text(scores)) for name, scores in extra.items()),  # data.extra_validation
         ("test", test_text),
         ("wall time", f"{_duration(summary['wall_seconds'])} ({summary['wall_seconds']:.1f} s)"),
         ("samples/s", f"{speed:.2f} (steady state, all ranks)" if speed else "not measured (too few steps)"),

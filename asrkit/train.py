@@ -15,12 +15,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asrkit import checkpoints, faults, hardware, memory, metrics, resume, summary
 from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
 from asrkit.config_check import check_config
+from asrkit.data.extra_validation import resolve as resolve_extra
 from asrkit.hub import push_run
 from asrkit.model_card import write_model_card
 from asrkit.models.steps import evaluation_normalizer
@@ -54,7 +55,8 @@ def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, when: 
 def _left_out(datamodule: Any) -> dict[str, Any]:
     """Per evaluation split, the utterances (and hours) the drop rule left out of the scores, and why."""
     left_out = {}
-    for role in ("validation", "test"):
+    extra = [f"validation/{name}" for name in getattr(datamodule, "extra_validation_names", [])]
+    for role in ("validation", *extra, "test"):
         excluded = datamodule.excluded.get(role)
         if excluded is None:  # a stream that has dropped nothing (it counts as it reads)
             continue
@@ -141,7 +143,12 @@ def train(cfg: DictConfig) -> float | None:
 
     module: L.LightningModule = _build("model", cfg.model, optimizer=cfg.optimizer, _recursive_=False)
     batch_plan = BatchPlan.make(cfg.data.global_batch_size, cfg.data.per_device_batch_size, hardware.world_size(cfg.hw))
-    datamodule: L.LightningDataModule = _build("data", cfg.data, collator=module.collator, batch_plan=batch_plan)
+    data = cfg.data.copy()
+    with open_dict(data):  # instantiate would merge the resolved sets into the named ones, not replace them
+        data.extra_validation = None
+    datamodule: L.LightningDataModule = _build(
+        "data", data, collator=module.collator, batch_plan=batch_plan, extra_validation=resolve_extra(cfg)
+    )
     if cfg.preprocess_only:  # one process measures, filters and saves the splits; later runs load them
         datamodule.preprocess()
         return None

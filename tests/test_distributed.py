@@ -88,7 +88,8 @@ def _free_port() -> int:
 def test_ddp_cpu_trains_in_one_run_dir_logs_once_and_resumes(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    _asrkit(_overrides(hw="ddp_cpu", export="false"), work, tmp_path / "first.log")
+    same = "{same: {config: demo, max_eval_samples: 4}}"  # the primary set again, as an extra set: equal scores
+    _asrkit(_overrides(hw="ddp_cpu", export="false", data__extra_validation=same), work, tmp_path / "first.log")
 
     run_dirs = [path for path in (work / "outputs").glob("*/*") if path.is_dir()]
     assert len(run_dirs) == 1, f"the DDP child processes made run dirs of their own: {run_dirs}"
@@ -101,7 +102,12 @@ def test_ddp_cpu_trains_in_one_run_dir_logs_once_and_resumes(tmp_path: Path) -> 
     assert len(_event_writers(run)) == 1  # rank 0's process alone wrote TensorBoard events
     steps = _logged_steps(run)
     assert steps and len(steps) == len(set(steps)), f"train/loss logged more than once per step: {steps}"
-    assert "val/wer" in EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"]
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert "val/wer" in events.Tags()["scalars"]
+    for metric in ("wer", "cer", "num_samples"):  # each rank scored its half of each set; gathered per set
+        extra = [(e.step, e.value) for e in events.Scalars(f"val/same/{metric}")]
+        assert extra == [(e.step, e.value) for e in events.Scalars(f"val/{metric}")], metric
+    assert events.Scalars("val/same/num_samples")[0].value == 4
 
     resumed = tmp_path / "resumed"
     last = run / "checkpoints" / "last.ckpt"

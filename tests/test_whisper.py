@@ -192,8 +192,7 @@ def test_long_utterances_are_decoded_long_form_by_training_evaluate_and_transcri
     generate = module.model.generate
     module.model.generate = lambda **kwargs: calls.append(kwargs) or generate(**kwargs)
     module.model.model.encoder.register_forward_hook(lambda *_: encoded.append(len(calls)))
-    module._eval_step(batch)  # what training's validation and test run
-    predictions = module._predictions
+    predictions = module._eval_step(batch)  # what training's validation and test run
     assert [p[0] for p in predictions] == [0, 100, 1] and predictions[1][1] == long["reference"]
     hypotheses = [p[2] for p in predictions]
     assert hypotheses[1].strip(), "the long utterance is transcribed"

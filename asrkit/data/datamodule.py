@@ -8,12 +8,16 @@ several sources (:mod:`asrkit.data.mixing`). The ``collator`` (one per model fam
 :class:`asrkit.data.collator.Collator` says what is asked of it) makes the batches. The per-device batch size
 comes from the run's :class:`asrkit.batch_plan.BatchPlan`. What the loaders drop while they read (silence, a
 file broken since it was measured; a stream's every drop) is taken off the batches and added to ``excluded``
-(:mod:`asrkit.data.drops`).
+(:mod:`asrkit.data.drops`). ``extra_validation`` (resolved by :func:`asrkit.data.extra_validation.resolve`) adds
+other sets to validation, each read by a datamodule of its own: its loaders follow the primary one in
+``val_dataloader``, in the order of ``extra_validation_names``.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,8 @@ from asrkit.data.indexed import IndexedSplits
 from asrkit.data.options import DataOptions
 from asrkit.data.streaming import StreamingSplits
 
+log = logging.getLogger(__name__)
+
 STAGE_ROLES = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"]}
 
 
@@ -37,10 +43,34 @@ class ASRDataModule(L.LightningDataModule):
     (evaluation, tests) it is made from the data keys and the trainer's world size.
     """
 
-    def __init__(self, collator: Collator | None = None, batch_plan: BatchPlan | None = None, **keys: Any) -> None:
+    def __init__(
+        self,
+        collator: Collator | None = None,
+        batch_plan: BatchPlan | None = None,
+        extra_validation: Mapping[str, Mapping[str, Any]] | None = None,
+        **keys: Any,
+    ) -> None:
         super().__init__()
         if collator is None:
             raise ValueError("ASRDataModule needs the model's collator: build it with collator=module.collator")
+        extra_validation = extra_validation or {}
+        # resolved entries are data keys (every source has a path); a config option's name is not
+        unresolved = next(
+            (name for name, entry in extra_validation.items() if not isinstance(entry, Mapping) or "path" not in entry),
+            None,
+        )
+        if unresolved is not None:
+            raise ValueError(
+                f"data.extra_validation.{unresolved}: give the datamodule resolved data keys "
+                "(asrkit.data.extra_validation.resolve(cfg), as train() does)"
+            )
+        self.extra_validation = {
+            name: ASRDataModule(collator, batch_plan, **entry) for name, entry in extra_validation.items()
+        }
+        for name, entry in extra_validation.items():
+            source = entry.get("data_dir") or entry["path"]
+            split = entry["validation_split"]
+            log.info("extra validation set %s: %s, split %s (logged as val/%s/wer)", name, source, split, name)
         self.options = DataOptions.parse(keys)
         self.collator = collator
         self._batch_plan = batch_plan
@@ -49,14 +79,24 @@ class ASRDataModule(L.LightningDataModule):
         self.drops = DropLog()
 
     @property
+    def extra_validation_names(self) -> list[str]:
+        """The extra validation sets, in the order of their loaders (after the primary one)."""
+        return list(self.extra_validation)
+
+    @property
     def streaming(self) -> bool:
         return self.options.stream.streaming
 
     @property
     def excluded(self) -> dict[str, dict[str, Any]]:
         """Per role, the utterances (and hours) the drop rule left out, and why: up front, and as the loaders
-        read (a role no loader has read yet is absent while streaming)."""
-        return self.drops.merged(self.splits.excluded)
+        read (a role no loader has read yet is absent while streaming). An extra validation set's are under
+        ``validation/<name>``."""
+        excluded = self.drops.merged(self.splits.excluded)
+        for name, extra in self.extra_validation.items():
+            if "validation" in extra.excluded:
+                excluded[f"validation/{name}"] = extra.excluded["validation"]
+        return excluded
 
     @property
     def batch_plan(self) -> BatchPlan:
@@ -81,24 +121,37 @@ class ASRDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Read and index every split once per node (nothing while streaming)."""
         self.splits.prepare()
+        for extra in self.extra_validation.values():
+            extra.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
         for role in STAGE_ROLES.get(stage or "", self.options.roles()):
             if self.options.source.split_name(role):
                 self.splits.setup(role, *self._rank())
+        if stage in (None, "fit", "validate"):
+            for extra in self.extra_validation.values():
+                extra.trainer = self.trainer  # its rank: each rank scores its share
+                extra.setup("validate")
 
     def train_dataloader(self) -> DataLoader:
         return self.splits.loader("train", self.per_device_batch_size)
 
-    def val_dataloader(self) -> DataLoader:
-        return self.splits.loader("validation", self.eval_batch_size)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        primary = self.splits.loader("validation", self.eval_batch_size)
+        if not self.extra_validation:
+            return primary
+        return [primary, *(extra.val_dataloader() for extra in self.extra_validation.values())]
 
     def test_dataloader(self) -> DataLoader:
         return self.splits.loader("test", self.eval_batch_size)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """What the loaders dropped while reading this batch is counted; a training batch about to be trained on
-        moves the position in the training data (stream or sampler) that checkpoints save."""
+        moves the position in the training data (stream or sampler) that checkpoints save. A batch of an extra
+        validation set is counted by that set's datamodule."""
+        if dataloader_idx and self.trainer is not None and not (self.trainer.training or self.trainer.testing):
+            extra = self.extra_validation[self.extra_validation_names[dataloader_idx - 1]]
+            return extra.on_before_batch_transfer(batch, 0)
         sizes = None if self.streaming else {role: len(data) for role, data in self.splits.datasets.items()}
         batch = self.drops.record(batch, sizes)
         training = self.trainer is not None and self.trainer.training

@@ -3,8 +3,9 @@
 :class:`EvaluationHooks` is the one shared piece that is a class: Lightning finds its hooks as methods of the
 module, so written once they must be inherited. It is a thin mixin with no state and no ``__init__``: the
 validation/test steps and their epoch-end hooks (a module gives ``_eval_step(batch)`` and
-``_eval_epoch_end(stage)``), ``on_fit_start``, ``configure_optimizers`` and ``lr_scheduler_step``. Everything
-else is a function.
+``_eval_epoch_end(stage, predictions)``; the hooks keep each evaluation set's predictions apart, the extra
+validation sets of ``data.extra_validation`` included), ``on_fit_start``, ``configure_optimizers`` and
+``lr_scheduler_step``. Everything else is a function.
 
 - Train mode at the start of fitting: ``from_pretrained`` returns a model in eval mode and Lightning 2.5
   keeps submodule modes as it finds them, which would silently turn off dropout, SpecAugment and layerdrop
@@ -82,7 +83,9 @@ class EvaluationHooks:
     """Lightning hooks the three modules share; put it before ``L.LightningModule`` in the bases.
 
     The module provides ``self.model`` (the network), ``hparams.optimizer`` and ``hparams.evaluation``,
-    ``_eval_step(batch)`` (one validation or test batch) and ``_eval_epoch_end(stage)`` (``val`` or ``test``).
+    ``_eval_step(batch)`` (one validation or test batch: its ``(index, reference, hypothesis)`` triples, or None
+    for a module that keeps its own sums) and ``_eval_epoch_end(stage, predictions)`` (``stage``: ``val``,
+    ``test``, or ``val/<name>`` for an extra validation set, which logs under that prefix).
     ``needs_vocabulary`` says whether ``train()`` must hand the module its training transcripts
     (``build_vocabulary``) before fitting or testing.
     """
@@ -92,12 +95,16 @@ class EvaluationHooks:
     def on_fit_start(self) -> None:
         enter_train_mode(self)  # a from_pretrained model arrives in eval mode
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         with evaluation_precision(self, self.hparams.evaluation):
-            self._eval_step(batch)
+            predictions = self._eval_step(batch)
+        self._keep(self._evaluation_set("val", dataloader_idx), predictions)
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
+        for name in self._extra_validation_names():  # every rank, in the same order: scores gather across ranks
+            stage = f"val/{name}"
+            self._eval_epoch_end(stage, self._eval_predictions.pop(stage, []))
+        self._eval_epoch_end("val", self._eval_predictions.pop("val", []))
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             # the loggers' x-axis for these scores: the weights measured are those after global_step updates (as a
             # training loss logged at step k was measured on the weights after k updates, and best-step<k>.ckpt
@@ -106,10 +113,30 @@ class EvaluationHooks:
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         with evaluation_precision(self, self.hparams.evaluation):
-            self._eval_step(batch)
+            predictions = self._eval_step(batch)
+        self._keep("test", predictions)
 
     def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        self._eval_epoch_end("test", self._eval_predictions.pop("test", []))
+
+    # the predictions of the running evaluation, per set ------------------------------------------------------
+    @property
+    def _eval_predictions(self) -> dict[str, list[tuple[int, str, str]]]:
+        return self.__dict__.setdefault("_eval_predictions_by_set", {})  # made on first use: the mixin has no __init__
+
+    def _keep(self, stage: str, predictions: list[tuple[int, str, str]] | None) -> None:
+        if predictions is not None:
+            self._eval_predictions.setdefault(stage, []).extend(predictions)
+
+    def _extra_validation_names(self) -> list[str]:
+        """The datamodule's extra validation sets (``data.extra_validation``), whose loaders follow the primary."""
+        trainer = getattr(self, "_trainer", None)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        return list(getattr(datamodule, "extra_validation_names", []))
+
+    def _evaluation_set(self, stage: str, dataloader_idx: int) -> str:
+        """``val`` for the primary validation loader, ``val/<name>`` for an extra set's."""
+        return f"{stage}/{self._extra_validation_names()[dataloader_idx - 1]}" if dataloader_idx else stage
 
     def configure_optimizers(self) -> dict[str, Any]:
         return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)

@@ -137,7 +137,6 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         )
         self._tokens = tokens
         self.model: PreTrainedModel | None = None
-        self._predictions: list[tuple[int, str, str]] = []
         self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
         if self.collator.tokenizer is not None:
             self._build_model(load_weights=True)
@@ -235,14 +234,13 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         """Greedy CTC decoding of a padded batch, each utterance as it decodes alone."""
         return greedy_transcribe(self.model, self.collator.tokenizer, input_values, input_lengths, attention_mask)
 
-    def _eval_step(self, batch: dict[str, Any] | None) -> None:
+    def _eval_step(self, batch: dict[str, Any] | None) -> list[tuple[int, str, str]]:
         if batch is None:
-            return
+            return []
         hypotheses = self.transcribe(batch["input_values"], batch["input_lengths"], batch.get("attention_mask"))
-        self._predictions.extend(zip(batch["indices"], batch["references"], hypotheses, strict=True))
+        return list(zip(batch["indices"], batch["references"], hypotheses, strict=True))
 
-    def _eval_epoch_end(self, stage: str) -> None:
-        predictions, self._predictions = self._predictions, []
+    def _eval_epoch_end(self, stage: str, predictions: list[tuple[int, str, str]]) -> None:
         normalizer = steps.evaluation_normalizer(self.hparams.evaluation)
         unknown = self.collator.tokenizer.unk_token
         self.predictions[stage] = metrics.log_error_rates(self, predictions, stage, normalizer, unknown)

@@ -263,7 +263,7 @@ class Wav2Vec2PretrainModule(steps.EvaluationHooks, L.LightningModule):
         sums = self._sums(batch, *self._forward(batch))
         self._eval_sums = sums if self._eval_sums is None else self._eval_sums + sums
 
-    def _eval_epoch_end(self, stage: str) -> None:
+    def _eval_epoch_end(self, stage: str, predictions: list[Any]) -> None:  # losses, no transcripts
         sums, self._eval_sums = self._eval_sums, None
         if sums is None:
             sums = torch.zeros(8, device=self.device)  # this rank had no batch; the others may have

@@ -199,7 +199,6 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
             max_label_length=min(max_label_length, self.model.config.max_target_positions),
             max_input_seconds=self.feature_extractor.chunk_length,
         )
-        self._predictions: list[tuple[int, str, str]] = []
         self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
 
     # training ---------------------------------------------------------------------------------
@@ -225,14 +224,13 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         """Texts of a batch: ``input_features`` in the window, ``long_form`` rows whole (generate_texts)."""
         return generate_texts(self.model, self.tokenizer, input_features, long_form, **self.generate_kwargs())
 
-    def _eval_step(self, batch: dict[str, Any] | None) -> None:
+    def _eval_step(self, batch: dict[str, Any] | None) -> list[tuple[int, str, str]]:
         if batch is None:
-            return
+            return []
         hypotheses = self.transcribe(batch["input_features"], batch.get("long_form"))
-        self._predictions.extend(zip(batch["indices"], batch["references"], hypotheses, strict=True))
+        return list(zip(batch["indices"], batch["references"], hypotheses, strict=True))
 
-    def _eval_epoch_end(self, stage: str) -> None:
-        predictions, self._predictions = self._predictions, []
+    def _eval_epoch_end(self, stage: str, predictions: list[tuple[int, str, str]]) -> None:
         normalizer = steps.evaluation_normalizer(self.hparams.evaluation)
         self.predictions[stage] = metrics.log_error_rates(self, predictions, stage, normalizer)
 
