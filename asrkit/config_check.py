@@ -18,6 +18,8 @@ between instances of 'str' and 'int'"). So before building anything, ``train()``
   and message live) and a bucketing cap that no batch of the longest kept utterance fits under.
 - ``push_to_hub``: a repository id and a Hugging Face token to upload with (:mod:`asrkit.hub`), so that a run
   does not train for hours and then fail to upload.
+- ``peft``: its values, a model that takes adapters, and for ``peft=qlora`` pre-trained weights and a CUDA GPU
+  (:func:`asrkit.adapters.config_problem`).
 
 Each problem is a :class:`ConfigError` whose message is one line naming the key, which ``python -m asrkit``
 prints alone (``asrkit.__main__``).
@@ -40,6 +42,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from asrkit import hardware
+from asrkit.adapters import config_problem
 from asrkit.batch_plan import BatchPlan
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.data.options import BatchOptions, DataOptions, FilterOptions, SourceOptions, StreamOptions
@@ -95,9 +98,9 @@ def check_config(cfg: DictConfig) -> None:
         if package:
             require(package, f"logger.{name}")
     _check_batch_plan(cfg)
-    problem = hub_settings_problem(plain)
-    if problem:
-        raise ConfigError(problem)
+    for problem in (hub_settings_problem(plain), config_problem(plain)):
+        if problem:
+            raise ConfigError(problem)
 
 
 def _first_line(error: BaseException) -> str:
