@@ -22,11 +22,13 @@ from transformers import AutoConfig, AutoModelForCTC, WhisperConfig, WhisperForC
 from asrkit import adapters, optim
 from asrkit.config_check import ConfigError, check_config
 from asrkit.evaluate import evaluate
+from asrkit.model_card import write_model_card
 from asrkit.models.wav2vec2_ctc import Wav2Vec2CTCModule
 from asrkit.models.whisper import WhisperModule
 from asrkit.train import train
 from tests.conftest import TINY_RUN, compose_config, transcribe_demo_test_files
 from tests.test_distributed import _asrkit, _metrics, _overrides
+from tests.test_model_card import _export
 
 UTTERANCES = 4  # test utterances, one per forward pass, heard by training's test and by the export
 # four optimizer steps with LoRA; ParameterChanges writes what the fit changed to <run dir>/changes.json
@@ -89,7 +91,7 @@ def _resume(overrides: list[str], last: Path, run: Path) -> None:
 # the tiny Whisper fine-tuned from saved weights: checkpoints keep the adapters alone ------------------------
 @pytest.fixture(scope="module")
 def whisper_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's random-init Whisper saved as a pre-trained checkpoint is (what model.name_or_path loads)."""
+    """The demo's random-init Whisper written by save_pretrained: a pre-trained checkpoint for model.name_or_path."""
     base = tmp_path_factory.mktemp("whisper_base")
     cfg = compose_config(["experiment=demo"], base)
     instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False).export(base)
@@ -109,10 +111,12 @@ def whisper_run(whisper_base: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_whisper_lora_trains_the_adapters_alone(whisper_run: tuple[Path, dict[str, set[str]]]) -> None:
-    _, changes = whisper_run
+    run, changes = whisper_run
     assert changes["trainable"] and all(".lora_" in name for name in changes["trainable"])
     assert changes["changed"] == changes["trainable"]  # every frozen weight bit-identical, every adapter moved
     assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in changes["trainable"]} == set(adapters.ATTENTION)
+    norms = EventAccumulator(str(run / "tensorboard")).Reload().Scalars("train/grad_norm")  # the guard's, of adapters
+    assert len(norms) == 4 and all(0 < event.value < float("inf") for event in norms)
 
 
 def test_whisper_lora_checkpoints_keep_the_trained_weights_and_resume(
@@ -301,6 +305,16 @@ def test_the_optimizer_holds_the_adapters_alone(tmp_path: Path) -> None:
     model(input_features=torch.randn(1, 80, 3000), decoder_input_ids=torch.tensor([[1, 2]])).logits.sum().backward()
     optimizer.step()
     assert {id(p) for p in optimizer.state} == trained  # moments for the adapters only
+
+
+def test_the_card_of_a_qlora_ctc_run_names_the_adapters_the_head_and_the_bits(tmp_path: Path) -> None:
+    export = _export(tmp_path / "run", "wav2vec2", "Wav2Vec2ForCTC")
+    cfg = compose_config(["model=wav2vec2_ctc", "peft=qlora", "peft.r=8"], tmp_path / "run")
+    card = write_model_card(export, cfg, {"global_step": 10}).read_text()
+    adapted = "on q_proj, k_proj, v_proj, out_proj, intermediate_dense, output_dense and the output layer (lm_head)"
+    assert "LoRA of rank 8 (alpha 64, dropout 0.05)" in card and adapted in card
+    assert "loaded in 4 bit by bitsandbytes (QLoRA)" in card and "a plain `Wav2Vec2ForCTC`, no peft needed" in card
+    assert "tags:\n- asrkit\n- wav2vec2\n- lora\n" in card  # a Hub tag
 
 
 # what cannot work stops before anything loads, in one line ---------------------------------------------------
