@@ -18,6 +18,10 @@ between instances of 'str' and 'int'"). So before building anything, ``train()``
   and message live) and a bucketing cap that no batch of the longest kept utterance fits under.
 - ``push_to_hub``: a repository id and a Hugging Face token to upload with (:mod:`asrkit.hub`), so that a run
   does not train for hours and then fail to upload.
+- ``data.extra_validation``: each set's data config exists and its keys pass the data checks
+  (:mod:`asrkit.data.extra_validation`); pre-training has none.
+- ``peft``: its values, a model that takes adapters, and for ``peft=qlora`` pre-trained weights and a CUDA GPU
+  (:func:`asrkit.adapters.config_problem`).
 
 Each problem is a :class:`ConfigError` whose message is one line naming the key, which ``python -m asrkit``
 prints alone (``asrkit.__main__``).
@@ -27,19 +31,18 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import os
 import re
-import types
 import typing
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal, Union
+from typing import Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from asrkit import hardware
+from asrkit.adapters import config_problem
+from asrkit.annotations import parameter_hints, value_problem
 from asrkit.batch_plan import BatchPlan
 from asrkit.data import extra_validation
 from asrkit.data.datamodule import ASRDataModule
@@ -73,8 +76,6 @@ TRAINER_GIVEN = {
 }
 # Lightning's tracker loggers -> the package each imports when built (missing: a one-line error naming the extra)
 TRACKER_PACKAGES = {"WandbLogger": "wandb", "MLFlowLogger": "mlflow", "CometLogger": "comet_ml"}
-LAX = ConfigDict(arbitrary_types_allowed=True)  # a class pydantic does not know is checked with isinstance
-PLAIN_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -98,9 +99,9 @@ def check_config(cfg: DictConfig) -> None:
             require(package, f"logger.{name}")
     _check_batch_plan(cfg)
     _check_extra_validation(cfg)
-    problem = hub_settings_problem(plain)
-    if problem:
-        raise ConfigError(problem)
+    for problem in (hub_settings_problem(plain), config_problem(plain)):
+        if problem:
+            raise ConfigError(problem)
 
 
 def _first_line(error: BaseException) -> str:
@@ -163,7 +164,7 @@ def _check_arguments(
         for name, p in parameters.items()
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in given | {"self"}
     }
-    hints = _hints(obj)
+    hints = parameter_hints(obj)
     for key, value in arguments.items():
         if key not in named:
             if takes_any:
@@ -177,94 +178,10 @@ def _check_arguments(
             _check_value(f"{where}.{key}", value, hints[key], f"{label} {key}")
 
 
-def _hints(obj: Any) -> dict[str, Any]:
-    """The resolved annotations of ``obj``'s parameters; one that cannot be resolved is left out."""
-    function = inspect.unwrap(obj.__init__ if isinstance(obj, type) else obj)
-    try:
-        return typing.get_type_hints(function)
-    except Exception:  # a name only imported for type checkers: resolve each annotation on its own
-        hints = {}
-        for name, annotation in getattr(function, "__annotations__", {}).items():
-            if isinstance(annotation, str):
-                try:
-                    annotation = eval(annotation, getattr(function, "__globals__", {}))
-                except Exception:
-                    continue
-            hints[name] = annotation
-        return hints
-
-
 def _check_value(key: str, value: Any, annotation: Any, declared: str) -> None:
-    try:
-        adapter = TypeAdapter(annotation, config=LAX)
-    except Exception:
-        return  # no schema for this annotation (an arbitrary generic, a forward reference): not checked
-    try:
-        fits = _same_kind(value, adapter.validate_python(value))
-    except ValidationError:
-        fits = False
-    if not fits:
-        raise ConfigError(f"{key}={value!r}: expected {_describe(annotation)} ({declared}: {_type_name(annotation)})")
-
-
-def _same_kind(value: Any, result: Any) -> bool:
-    """Whether pydantic accepted ``value`` as it is: lax mode would turn "5" into 5 and "yes" into True, but
-    instantiate passes the config's value, not pydantic's."""
-    if isinstance(value, bool):
-        return isinstance(result, bool)
-    if isinstance(value, str):
-        return isinstance(result, str | os.PathLike)
-    if isinstance(value, float):
-        return isinstance(result, float)
-    if isinstance(value, int):
-        return isinstance(result, int | float) and not isinstance(result, bool)
-    if isinstance(value, list | tuple) and isinstance(result, list | tuple) and len(value) == len(result):
-        return all(map(_same_kind, value, result))
-    if isinstance(value, dict) and isinstance(result, Mapping):
-        return all(_same_kind(item, result[key]) for key, item in value.items() if key in result)
-    return True
-
-
-def _members(annotation: Any) -> tuple[Any, ...]:
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        return tuple(m for arg in typing.get_args(annotation) for m in _members(arg))
-    return (annotation,)
-
-
-def _describe(annotation: Any) -> str:
-    """What a value of ``annotation`` is, in words: "an integer", "one of 32-true, bf16-mixed or null"."""
-    members = _members(annotation)
-    literals = dict.fromkeys(str(v) for m in members if typing.get_origin(m) is Literal for v in typing.get_args(m))
-    words = [f"one of {', '.join(literals)}"] if literals else []
-    for member in members:
-        if typing.get_origin(member) is Literal or member is type(None):
-            continue
-        origin = typing.get_origin(member) or member
-        if member in PLAIN_NAMES:
-            word = PLAIN_NAMES[member]
-        elif isinstance(origin, type) and issubclass(origin, Mapping):
-            word = "a mapping"
-        elif isinstance(origin, type) and issubclass(origin, list | tuple | set):
-            word = "a list"
-        else:
-            word = f"a {_type_name(member)}"
-        if word not in words:
-            words.append(word)
-    if type(None) in members:
-        words.append("null")
-    return " or ".join(words)
-
-
-def _type_name(annotation: Any) -> str:
-    """The annotation as its source would write it, module paths left out: ``int | None``."""
-    members = _members(annotation)
-    if len(members) > 1:
-        return " | ".join(_type_name(m) for m in members)
-    if annotation is type(None):
-        return "None"
-    if isinstance(annotation, type) and not typing.get_args(annotation):
-        return annotation.__name__
-    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", str(annotation))
+    problem = value_problem(key, value, annotation, declared)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_data(where: str, keys: Mapping[str, Any]) -> None:

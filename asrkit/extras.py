@@ -11,6 +11,7 @@ EXTRAS = {
     "deepspeed": "deepspeed",
     "mpi4py": "mpi",
     "bitsandbytes": "bnb",
+    "peft": "peft",
     "wandb": "wandb",
     "mlflow": "mlflow",
     "gradio": "demo",

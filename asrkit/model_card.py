@@ -2,10 +2,11 @@
 
 Its YAML front matter is built as a dict and dumped by yaml: library, pipeline tag, language, base model, datasets
 and a ``model-index`` with the test WER/CER, as the Hub reads it (``huggingface_hub.ModelCard.load(path).data``
-gives them as ``eval_results``). The text says what was trained from what (fine-tuned from a checkpoint, or
-trained from random initialisation), on which data and splits, with which hyper-parameters and for how many
-optimizer steps, the test error rates raw and normalised (naming the normaliser), the command that reproduces the
-run (from Hydra's ``.hydra/overrides.yaml`` in the run dir) and the whole composed config.
+gives them as ``eval_results``). The text says what was trained from what (fine-tuned from a checkpoint, or trained
+from random initialisation), on which data and splits, with which hyper-parameters (LoRA adapters, merged into the
+exported weights, among them) and for how many optimizer steps, the test error rates raw and normalised (naming the
+normaliser), the command that reproduces the run (from Hydra's ``.hydra/overrides.yaml`` in the run dir) and the
+whole composed config.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from asrkit.adapters import AdapterOptions
 from asrkit.config import ASSETS_DIR
 from asrkit.hardware import resolve_precision
 
@@ -113,6 +115,23 @@ def _hyper_parameter_lines(cfg: DictConfig, results: dict[str, Any]) -> list[str
         "is the checkpoint exported and tested",
     ]
     return lines + _run_lines(results, str(cfg.optimized_metric))
+
+
+def _adapter_lines(cfg: DictConfig, directory: Path, model_type: str, architecture: str) -> list[str]:
+    """What a peft=lora|qlora run trained: the adapters (rank, targets), merged into this export's weights."""
+    options = AdapterOptions.parse(cfg.get("peft"))
+    if not options.enabled:
+        return []
+    head = " and the output layer (lm_head) trained whole" if architecture.endswith("ForCTC") else ""
+    bits = f", loaded in {options.load_in_bits} bit by bitsandbytes (QLoRA)" if options.quantized else ""
+    alone = (
+        "; the adapter alone is in `adapter/` (`PeftModel.from_pretrained`)" if (directory / "adapter").is_dir() else ""
+    )
+    return [
+        f"- Adapters: LoRA of rank {options.r} (alpha {options.alpha}, dropout {options.dropout}) on "
+        f"{', '.join(options.targets(model_type))}{head}; every other weight frozen{bits}",
+        f"- The adapters are merged into the exported weights: a plain `{architecture}`, no peft needed{alone}",
+    ]
 
 
 def _run_lines(results: dict[str, Any], metric: str) -> list[str]:
@@ -213,7 +232,7 @@ def _front_matter(
         "library_name": "transformers",
         **({"pipeline_tag": "automatic-speech-recognition"} if transcribes else {}),
         "language": [str(cfg.lang)],
-        "tags": ["asrkit", model_type],
+        "tags": ["asrkit", model_type, *(["lora"] if AdapterOptions.parse(cfg.get("peft")).enabled else [])],
         **({"base_model": base} if base else {}),
         **({"datasets": datasets} if datasets else {}),
         **({"metrics": ["wer", "cer"]} if transcribes else {}),
@@ -252,6 +271,7 @@ def write_model_card(directory: str | Path, cfg: DictConfig, results: dict[str, 
         "",
         "## Training",
         *_hyper_parameter_lines(cfg, results),
+        *_adapter_lines(cfg, directory, model_type, architecture),
         "",
         "## Test results",
         *(_wer_table(results) if transcribes else _other_metrics_table(results)),

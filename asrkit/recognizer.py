@@ -1,13 +1,13 @@
 """The inference engine of :mod:`asrkit.evaluate`, :mod:`asrkit.transcribe` and :mod:`asrkit.demo`: load a model,
 batch audio, decode.
 
-``checkpoint`` is a hub id (``openai/whisper-small``), a ``save_pretrained`` directory (an asrkit export), or
-a Lightning checkpoint of an asrkit run (``.ckpt``): its LightningModule is rebuilt from the checkpoint's
-hyper-parameters (the class named by the run's config) and exported to a temporary directory, so that one
-path serves every kind. The model family comes from the export's config (``AutoConfig``): a speech
-sequence-to-sequence model (Whisper) decodes with ``generate()`` (long-form past its window, as training's
-evaluation does: :func:`asrkit.models.whisper.generate_texts`), a CTC model (wav2vec2 and kin) greedily with
-the decoder training uses (:func:`asrkit.models.ctc.greedy_transcribe`).
+``checkpoint`` is a hub id (``openai/whisper-small``), a ``save_pretrained`` directory (an asrkit export), or a
+Lightning checkpoint of an asrkit run (``.ckpt``): its LightningModule is rebuilt from the checkpoint's
+hyper-parameters (the class named by the run's config; a QLoRA run's with its adapters on full-precision weights)
+and exported to a temporary directory, so that one path serves every kind. The model family comes from the
+export's config (``AutoConfig``): a speech sequence-to-sequence model (Whisper) decodes with ``generate()``
+(long-form past its window, as training's evaluation does: :func:`asrkit.models.whisper.generate_texts`), a CTC
+model (wav2vec2 and kin) greedily with the decoder training uses (:func:`asrkit.models.ctc.greedy_transcribe`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
+from asrkit.adapters import AdapterOptions
 from asrkit.data.padding import pad_waveforms
 from asrkit.models.ctc import greedy_transcribe
 from asrkit.models.steps import DTYPES
@@ -219,6 +220,14 @@ def _module_class(ckpt: Path, module_class: str | None) -> type:
     )
 
 
+def _full_precision(ckpt: Path) -> dict[str, Any]:
+    """``load_from_checkpoint`` arguments that rebuild a QLoRA run's module with the same adapters on
+    full-precision weights (peft=lora): what its export merges into, and what loads without a CUDA GPU."""
+    hparams = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False).get("hyper_parameters") or {}
+    options = AdapterOptions.parse(hparams.get("peft"))
+    return {"peft": options.unquantized()} if options.quantized else {}
+
+
 def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recognizer:
     """The Recognizer of ``cfg.checkpoint`` in ``dtype`` (a ``.ckpt`` is exported to ``workdir``)."""
     checkpoint = str(cfg.checkpoint)
@@ -231,7 +240,7 @@ def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recogni
             )
         module_class = _module_class(path, cfg.get("module_class"))
         log.info("rebuilding %s from %s", module_class.__qualname__, path)
-        module = module_class.load_from_checkpoint(str(path), map_location="cpu")
+        module = module_class.load_from_checkpoint(str(path), map_location="cpu", **_full_precision(path))
         module.export(workdir)
         checkpoint = str(workdir)
     return Recognizer(

@@ -45,6 +45,7 @@ MAY_DIFFER = (
     "data.preprocessing_num_workers",
     "test_before_training",
     "export",
+    "export_adapter_only",
     "data.test_split",  # what is tested once training ends, not what is trained on
     "data.extra_validation",  # what else is watched at each validation, not what is trained on
     "push_to_hub",  # where the export is uploaded once training ends

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from asrkit import checkpoints, faults, hardware, memory, metrics, resume, summary
+from asrkit import adapters, checkpoints, faults, hardware, memory, metrics, resume, summary
 from asrkit.batch_plan import BatchPlan
 from asrkit.callbacks import SpeechThroughput
 from asrkit.config_check import check_config
@@ -198,7 +198,9 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         results["summary"] = _summary(cfg, trainer, callbacks, results, time.perf_counter() - started)
         if cfg.export:
-            module.export(out / "export")
+            module.export(out / "export")  # with adapters: merged in
+            if cfg.export_adapter_only:
+                adapters.save_adapter(module.model, out / "export" / "adapter")
             write_model_card(out / "export", cfg, results)
             log.info("exported to %s", out / "export")
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -4,19 +4,22 @@ Any CTC model of the wav2vec2 family (wav2vec2, XLS-R, HuBERT, WavLM, data2vec-a
 and gives one vector of logits per frame. :func:`ctc_loss` is the loss of transformers' ``*ForCTC`` models
 computed in float32 whatever autocast is on; :func:`greedy_transcribe` is the one greedy decoder, written so
 that an utterance decodes to the same text whatever shares its batch; :class:`Wav2Vec2CTCCollator` makes
-training batches (normalised waveforms, character labels).
+training batches (normalised waveforms, character labels), with the inputs :func:`feature_extractor_for` says.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
+from transformers import PretrainedConfig, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 from asrkit.data.padding import batch_fields, pad_labels, pad_waveforms
+
+log = logging.getLogger(__name__)
 
 
 def ctc_loss(
@@ -147,3 +150,21 @@ class Wav2Vec2CTCCollator:
         )
         batch["labels"] = pad_labels(self.encode_text([example["text"] for example in kept]))
         return batch
+
+
+def feature_extractor_for(name_or_path: str | None, config: PretrainedConfig) -> Wav2Vec2FeatureExtractor:
+    """The checkpoint's own (its ``preprocessor_config.json``: HuBERT-base and WavLM take unnormalised audio),
+    else what the wav2vec2 checkpoints ship: normalised audio, and an attention mask for models with a
+    layer-norm front end (large-lv60, XLS-R) but none for group-norm ones (base): they take zero padding."""
+    if name_or_path is not None:
+        try:
+            return Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
+        except OSError:
+            log.info("%s has no preprocessor_config.json: normalised audio, as the wav2vec2 checkpoints", name_or_path)
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=16_000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer",
+    )

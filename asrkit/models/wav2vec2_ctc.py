@@ -15,7 +15,8 @@ checkpoint). Checkpoints store the vocabulary: ``load_from_checkpoint`` rebuilds
 and resuming on data that gives another vocabulary is an error.
 
 The loss (:func:`asrkit.models.ctc.ctc_loss`) runs in float32 under bf16/fp16 autocast, and evaluation
-decodes each utterance as it would alone (:func:`asrkit.models.ctc.greedy_transcribe`).
+decodes each utterance as it would alone (:func:`asrkit.models.ctc.greedy_transcribe`). ``peft`` (the peft group)
+trains LoRA adapters and the output layer instead of every weight (:mod:`asrkit.adapters`).
 """
 
 from __future__ import annotations
@@ -36,14 +37,13 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
     Wav2Vec2CTCTokenizer,
-    Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
 
-from asrkit import metrics
+from asrkit import adapters, checkpoints, metrics
 from asrkit.models import steps
-from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss, greedy_transcribe
+from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss, feature_extractor_for, greedy_transcribe
 from asrkit.models.ctc_vocab import build_ctc_tokenizer, tokenizer_from_vocabulary
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ CONFIG_OPTIONS = (
     "ctc_zero_infinity",
 )
 CHECKPOINT_KEY = "ctc_vocabulary"
+HEAD = ("lm_head",)  # the output layer, new for each vocabulary: trained whole under adapters too
 
 
 class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
@@ -95,9 +96,12 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         ctc_zero_infinity: bool = True,
         optimizer: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
+        peft: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.adapters = adapters.AdapterOptions.parse(peft)
+        self.trained_only_checkpoints = adapters.keep_trained_only(self, self.adapters, name_or_path)
         if ctc_loss_reduction not in ("mean", "sum"):
             raise ValueError(f"model.ctc_loss_reduction={ctc_loss_reduction!r}: choose mean or sum")
         if name_or_path is None:
@@ -128,7 +132,7 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
                 f"model.attn_implementation=sdpa: {model_class.__name__} has no SDPA attention in "
                 "transformers; set model.attn_implementation=eager"
             )
-        self.feature_extractor = _feature_extractor(name_or_path, self.base_config)
+        self.feature_extractor = feature_extractor_for(name_or_path, self.base_config)
         tokens = {"word_delimiter": word_delimiter_token, "unk_token": unk_token, "pad_token": pad_token}
         self.collator = Wav2Vec2CTCCollator(
             self.feature_extractor,
@@ -142,26 +146,39 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
             self._build_model(load_weights=True)
 
     # the network, once the vocabulary is known --------------------------------------------------
-    def _build_model(self, load_weights: bool) -> None:
-        hp = self.hparams
-        tokenizer = self.collator.tokenizer
+    def _config(self) -> PretrainedConfig:
+        """The network's config: the base's, the module's options and the vocabulary's size and blank."""
         config = copy.deepcopy(self.base_config)
         for name in CONFIG_OPTIONS:
             if hasattr(config, name):
-                setattr(config, name, hp[name])
-        config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
+                setattr(config, name, self.hparams[name])
+        config.vocab_size, config.pad_token_id = len(self.collator.tokenizer), self.collator.tokenizer.pad_token_id
+        return config
+
+    def _pretrained(self, config: PretrainedConfig, **kwargs: Any) -> PreTrainedModel:
+        """``name_or_path``'s weights with a new lm_head (a pre-training checkpoint has none, a CTC one may have
+        another vocabulary)."""
+        return AutoModelForCTC.from_pretrained(
+            self.hparams.name_or_path,
+            config=config,
+            attn_implementation=self.hparams.attn_implementation,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+
+    def _build_model(self, load_weights: bool) -> None:
+        hp = self.hparams
+        config = self._config()
         if hp.name_or_path is not None and load_weights:
-            # a pre-training checkpoint has no lm_head, a CTC one may have another vocabulary: new lm_head
-            model = AutoModelForCTC.from_pretrained(
-                hp.name_or_path, config=config, attn_implementation=hp.attn_implementation, ignore_mismatched_sizes=True
-            )
+            model = self._pretrained(config, **adapters.load_kwargs(self.adapters, keep=HEAD))
         else:  # random init, or weights that a checkpoint is about to overwrite
             model = AutoModelForCTC.from_config(config, attn_implementation=hp.attn_implementation)
         if hp.freeze_feature_encoder:
             model.freeze_feature_encoder()
         if hp.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model = model
+        self.model = adapters.wrap(model, self.adapters, keep=HEAD)
+        adapters.log_trainable(self.model, self.adapters)
 
     @property
     def needs_vocabulary(self) -> bool:
@@ -190,6 +207,8 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.collator.tokenizer.get_vocab()
+        if self.trained_only_checkpoints:  # the frozen weights are name_or_path's
+            checkpoint["state_dict"] = checkpoints.trained_state(self, checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get(CHECKPOINT_KEY)
@@ -203,8 +222,8 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
                 f"this run's training transcripts ({len(self.collator.tokenizer)}): train on the same data "
                 "(or the same data.chars_to_ignore / data.do_lower_case) to resume"
             )
-        if self.model is None:
-            self._build_model(load_weights=False)
+        if self.model is None:  # the checkpoint holds every weight, or (trained_only_checkpoints) name_or_path does
+            self._build_model(load_weights=self.trained_only_checkpoints)
 
     # training -----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
@@ -252,8 +271,11 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
 
     # export -------------------------------------------------------------------------------------
     def export(self, directory: str | Path) -> None:
-        """``save_pretrained`` of the model and its processor (feature extractor + CTC tokenizer)."""
-        self.model.save_pretrained(directory)
+        """``save_pretrained`` of the model (with adapters, a copy with them merged in) and its processor (feature
+        extractor + CTC tokenizer)."""
+        # QLoRA: merged into the base read again, unquantised
+        full_precision = partial(self._pretrained, self._config()) if self.adapters.quantized else None
+        adapters.merged(self.model, self.adapters, full_precision).save_pretrained(directory)
         Wav2Vec2Processor(feature_extractor=self.feature_extractor, tokenizer=self.collator.tokenizer).save_pretrained(
             directory
         )
@@ -264,21 +286,3 @@ _NO_CTC = f"transformers has no CTC head for it (CTC models: {', '.join(MODEL_FO
 
 def _ctc_class(config: PretrainedConfig) -> type[PreTrainedModel]:
     return getattr(transformers, MODEL_FOR_CTC_MAPPING_NAMES[config.model_type])
-
-
-def _feature_extractor(name_or_path: str | None, config: PretrainedConfig) -> Wav2Vec2FeatureExtractor:
-    """The checkpoint's own (its ``preprocessor_config.json``: HuBERT-base and WavLM take unnormalised audio),
-    else what the wav2vec2 checkpoints ship: normalised audio, and an attention mask for models with a
-    layer-norm front end (large-lv60, XLS-R) but none for group-norm ones (base): they take zero padding."""
-    if name_or_path is not None:
-        try:
-            return Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
-        except OSError:
-            log.info("%s has no preprocessor_config.json: normalised audio, as the wav2vec2 checkpoints", name_or_path)
-    return Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=16_000,
-        padding_value=0.0,
-        do_normalize=True,
-        return_attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer",
-    )

@@ -10,12 +10,14 @@ English-only checkpoints (``openai/whisper-*.en``, distil-whisper ``.en``; told 
 51865 tokens, transformers' own rule) have no language or task prompt: their labels start
 ``<|startoftranscript|><|notimestamps|>`` and ``generate()`` gets no ``language``/``task``. Evaluation
 transcribes utterances longer than the input window by transformers' long-form sequential decoding
-(:func:`generate_texts`).
+(:func:`generate_texts`). ``peft`` (the peft group) trains LoRA adapters instead of the weights
+(:mod:`asrkit.adapters`); the export is then the model with the adapters merged in.
 """
 
 from __future__ import annotations
 
 import copy
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from transformers import (
 )
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-from asrkit import metrics
+from asrkit import adapters, checkpoints, metrics
 from asrkit.models import steps
 from asrkit.models.whisper_collator import WhisperCollator
 
@@ -153,9 +155,11 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         max_label_length: int = 448,
         optimizer: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
+        peft: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.adapters = adapters.AdapterOptions.parse(peft)
         if language not in LANGUAGES:
             raise ValueError(f"lang={language!r} is not a Whisper language code (e.g. hi, en, ta, bn, mr)")
         source = tokenizer or name_or_path
@@ -172,7 +176,7 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
             )
         else:
             self.model = WhisperForConditionalGeneration.from_pretrained(
-                name_or_path, attn_implementation=attn_implementation
+                name_or_path, attn_implementation=attn_implementation, **adapters.load_kwargs(self.adapters)
             )
             self.feature_extractor = WhisperFeatureExtractor.from_pretrained(name_or_path)
         self.english_only = is_english_only(self.model)
@@ -189,10 +193,13 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         else:
             self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
         self.model.config.use_cache = False  # training; generate() turns the cache on itself
-        if freeze_encoder:
-            self.model.freeze_encoder()
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = adapters.wrap(self.model, self.adapters)
+        if freeze_encoder:  # after wrap: with adapters, the encoder's are frozen too
+            self.model.freeze_encoder()
+        adapters.log_trainable(self.model, self.adapters)
+        self.trained_only_checkpoints = adapters.keep_trained_only(self, self.adapters, name_or_path)
         self.collator = WhisperCollator(
             self.feature_extractor,
             self.tokenizer,
@@ -239,23 +246,35 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         """Whether a training step may skip layers (layerdrop), leaving parameters without gradient."""
         return max(self.model.config.encoder_layerdrop, self.model.config.decoder_layerdrop) > 0
 
-    # export -----------------------------------------------------------------------------------
+    # checkpoints and export -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.trained_only_checkpoints:  # the frozen weights are name_or_path's
+            checkpoint["state_dict"] = checkpoints.trained_state(self, checkpoint["state_dict"])
+
     def export(self, directory: str | Path) -> None:
         """``save_pretrained`` of model, processor and a generation config that decodes as evaluation did.
 
         The generation config carries evaluation's ``max_length`` and ``num_beams`` and, for a multilingual
         model, its language and task (an English-only one has none), so that ``transformers.pipeline`` on the
-        export transcribes as training's test did.
+        export transcribes as training's test did. With adapters, the model saved is a copy with them merged in.
         """
-        own = self.model.generation_config
-        self.model.generation_config = copy.deepcopy(own)  # the module keeps its own settings
+        full_precision = None  # QLoRA: the base read again, unquantised
+        if self.adapters.quantized:
+            full_precision = partial(
+                WhisperForConditionalGeneration.from_pretrained,
+                self.hparams.name_or_path,
+                attn_implementation=self.hparams.attn_implementation,
+            )
+        network = adapters.merged(self.model, self.adapters, full_precision)
+        own = network.generation_config
+        network.generation_config = copy.deepcopy(self.model.generation_config)  # the module keeps its own settings
         exported = {"language": None, "task": None, "forced_decoder_ids": None} | self.generate_kwargs()
         for key, value in exported.items():  # setattr: update() skips keys a GenerationConfig lacks
-            setattr(self.model.generation_config, key, value)
-        self.model.config.use_cache = True
+            setattr(network.generation_config, key, value)
+        network.config.use_cache = True
         try:
-            self.model.save_pretrained(directory)
+            network.save_pretrained(directory)
             WhisperProcessor(self.feature_extractor, self.tokenizer).save_pretrained(directory)
         finally:
-            self.model.config.use_cache = False
-            self.model.generation_config = own
+            network.config.use_cache = False
+            network.generation_config = own
