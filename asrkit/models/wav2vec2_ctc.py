@@ -14,6 +14,10 @@ the network is built in ``configure_model``, once the output size is known (befo
 checkpoint). Checkpoints store the vocabulary: ``load_from_checkpoint`` rebuilds the same network from it,
 and resuming on data that gives another vocabulary is an error.
 
+``spec_augment`` (``augment.spec_augment``, which ``train()`` passes; :mod:`asrkit.models.spec_augment`)
+overrides ``mask_time_prob`` ... ``mask_feature_length`` (the same names), so that one preset serves Whisper and
+this family; null leaves them to the module's own arguments.
+
 The loss (:func:`asrkit.models.ctc.ctc_loss`) runs in float32 under bf16/fp16 autocast, and evaluation
 decodes each utterance as it would alone (:func:`asrkit.models.ctc.greedy_transcribe`).
 """
@@ -45,6 +49,7 @@ from asrkit import metrics
 from asrkit.models import steps
 from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss, greedy_transcribe
 from asrkit.models.ctc_vocab import build_ctc_tokenizer, tokenizer_from_vocabulary
+from asrkit.models.spec_augment import apply_spec_augment, spec_augment_settings
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +98,13 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         final_dropout: float = 0.0,
         ctc_loss_reduction: str = "mean",
         ctc_zero_infinity: bool = True,
+        spec_augment: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self._masks = spec_augment_settings(spec_augment)
         if ctc_loss_reduction not in ("mean", "sum"):
             raise ValueError(f"model.ctc_loss_reduction={ctc_loss_reduction!r}: choose mean or sum")
         if name_or_path is None:
@@ -150,6 +157,12 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         for name in CONFIG_OPTIONS:
             if hasattr(config, name):
                 setattr(config, name, hp[name])
+        if self._masks:
+            replaced = apply_spec_augment(config, self._masks)
+            log.info(
+                "augment.spec_augment replaces model.%s",
+                ", model.".join(f"{key}={replaced[key]} by {value}" for key, value in self._masks.items()),
+            )
         config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
         if hp.name_or_path is not None and load_weights:
             # a pre-training checkpoint has no lm_head, a CTC one may have another vocabulary: new lm_head

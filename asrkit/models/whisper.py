@@ -11,6 +11,12 @@ English-only checkpoints (``openai/whisper-*.en``, distil-whisper ``.en``; told 
 ``<|startoftranscript|><|notimestamps|>`` and ``generate()`` gets no ``language``/``task``. Evaluation
 transcribes utterances longer than the input window by transformers' long-form sequential decoding
 (:func:`generate_texts`).
+
+``spec_augment`` (``augment.spec_augment``, which ``train()`` passes; :mod:`asrkit.models.spec_augment`) turns on
+transformers' SpecAugment in the model config: time and mel-channel masks on ``input_features``, in training
+mode only, the time masks within each utterance's frames (its batches then carry an attention mask). Null
+keeps the config's own setting (off in the openai checkpoints and in random init). The export's config.json
+has the checkpoint's own values back, so that fine-tuning it again does not mask unless asked to.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from asrkit import metrics
 from asrkit.models import steps
+from asrkit.models.spec_augment import apply_spec_augment, spec_augment_settings
 from asrkit.models.whisper_collator import WhisperCollator
 
 ENCODER_POSITIONS_PER_SECOND = 50  # 100 log-mel frames per second, halved by the stride-2 conv
@@ -151,11 +158,13 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         generation_max_length: int = 225,
         num_beams: int = 1,
         max_label_length: int = 448,
+        spec_augment: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        masks = spec_augment_settings(spec_augment)  # checked before anything loads
         if language not in LANGUAGES:
             raise ValueError(f"lang={language!r} is not a Whisper language code (e.g. hi, en, ta, bn, mr)")
         source = tokenizer or name_or_path
@@ -189,6 +198,8 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         else:
             self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
         self.model.config.use_cache = False  # training; generate() turns the cache on itself
+        self._config_before_masks = apply_spec_augment(self.model.config, masks) if masks else {}
+        config = self.model.config
         if freeze_encoder:
             self.model.freeze_encoder()
         if gradient_checkpointing:
@@ -198,6 +209,7 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
             self.tokenizer,
             max_label_length=min(max_label_length, self.model.config.max_target_positions),
             max_input_seconds=self.feature_extractor.chunk_length,
+            attention_mask=bool(getattr(config, "apply_spec_augment", False) and config.mask_time_prob > 0),
         )
         self._predictions: list[tuple[int, str, str]] = []
         self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
@@ -206,7 +218,8 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
             return steps.empty_batch_loss(self)
-        loss = self.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+        features, frames = batch["input_features"], batch.get("attention_mask")  # (frames: for SpecAugment)
+        loss = self.model(input_features=features, attention_mask=frames, labels=batch["labels"]).loss
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["num_samples"])
         if batch["num_skipped"]:
             self.log("train/skipped_audio", float(batch["num_skipped"]), reduce_fx="sum")
@@ -254,10 +267,12 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         exported = {"language": None, "task": None, "forced_decoder_ids": None} | self.generate_kwargs()
         for key, value in exported.items():  # setattr: update() skips keys a GenerationConfig lacks
             setattr(self.model.generation_config, key, value)
-        self.model.config.use_cache = True
+        config = self.model.config
+        masks = {key: getattr(config, key) for key in self._config_before_masks}
+        config.update({"use_cache": True} | self._config_before_masks)
         try:
             self.model.save_pretrained(directory)
             WhisperProcessor(self.feature_extractor, self.tokenizer).save_pretrained(directory)
         finally:
-            self.model.config.use_cache = False
+            config.update({"use_cache": False} | masks)
             self.model.generation_config = own
