@@ -20,7 +20,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from asrkit.config_check import ConfigError, check_config
-from asrkit.data.augment import WaveformAugment, WaveformOptions, stream_key
+from asrkit.data.augment import WaveformAugment, stream_key
+from asrkit.data.augment_options import WaveformOptions
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.models.spec_augment import spec_augment_settings
 from asrkit.models.wav2vec2_pretrain import Wav2Vec2PretrainModule
