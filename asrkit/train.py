@@ -147,8 +147,6 @@ def train(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
 
     spec_augment = _augment(cfg, "spec_augment")  # masks in the model (augment=specaugment)
-    if spec_augment:
-        log.info("SpecAugment (training mode only): %s", ", ".join(f"{k}={v}" for k, v in spec_augment.items()))
     module: L.LightningModule = _build(
         "model", cfg.model, optimizer=cfg.optimizer, spec_augment=spec_augment, _recursive_=False
     )

@@ -370,7 +370,7 @@ def test_a_short_run_with_waveform_augmentation_and_spec_augment(tmp_path: Path,
     with caplog.at_level(logging.INFO):
         train(compose_config(TINY_RUN + overrides, tmp_path))
     assert "training audio augmentation: speed x0.9/1/1.1 (p 1); noise at 5-20 dB SNR from 2 files" in caplog.text
-    assert "SpecAugment (training mode only): mask_time_prob=0.05" in caplog.text
+    assert "SpecAugment in training mode (augment.spec_augment): mask_time_prob=0.05 (was 0.05)" in caplog.text
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 2
     module = WhisperModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")

@@ -10,10 +10,13 @@ the model config's value. Wav2vec2 pre-training refuses them (:func:`refuse_spec
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 KEY = "augment.spec_augment"
 PROBABILITIES = ("mask_time_prob", "mask_feature_prob")  # share of frames / channels masked, in [0, 1]
@@ -66,8 +69,15 @@ def spec_augment_problem(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+def masks_time(config: Any) -> bool:
+    """Whether transformers masks time steps of this config's model in training (where an attention mask says
+    which frames hold the utterance, transformers' fine-tuning script hands it over)."""
+    return bool(getattr(config, "apply_spec_augment", False) and getattr(config, "mask_time_prob", 0) > 0)
+
+
 def apply_spec_augment(config: Any, settings: Mapping[str, float | int]) -> dict[str, Any]:
-    """Turn SpecAugment on in ``config`` with ``settings``; return the values they replaced (to restore them)."""
+    """Turn SpecAugment on in ``config`` with ``settings`` (logged in one line); return the values they replaced
+    (to restore them)."""
     missing = [key for key in settings if not hasattr(config, key)]
     if missing:
         raise ValueError(f"{KEY}.{missing[0]}: {type(config).__name__} has no such setting")
@@ -75,4 +85,6 @@ def apply_spec_augment(config: Any, settings: Mapping[str, float | int]) -> dict
     config.apply_spec_augment = True
     for key, value in settings.items():
         setattr(config, key, value)
+    changes = ", ".join(f"{key}={value} (was {before[key]})" for key, value in settings.items())
+    log.info("SpecAugment in training mode (%s): %s", KEY, changes)
     return before

@@ -14,9 +14,8 @@ the network is built in ``configure_model``, once the output size is known (befo
 checkpoint). Checkpoints store the vocabulary: ``load_from_checkpoint`` rebuilds the same network from it,
 and resuming on data that gives another vocabulary is an error.
 
-``spec_augment`` (``augment.spec_augment``, which ``train()`` passes; :mod:`asrkit.models.spec_augment`)
-overrides ``mask_time_prob`` ... ``mask_feature_length`` (the same names), so that one preset serves Whisper and
-this family; null leaves them to the module's own arguments.
+``spec_augment`` (``augment.spec_augment``: :mod:`asrkit.models.spec_augment`) overrides ``mask_time_prob`` ...
+(the same names), so that one preset serves Whisper and this family.
 
 The loss (:func:`asrkit.models.ctc.ctc_loss`) runs in float32 under bf16/fp16 autocast, and evaluation
 decodes each utterance as it would alone (:func:`asrkit.models.ctc.greedy_transcribe`).
@@ -157,12 +156,8 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         for name in CONFIG_OPTIONS:
             if hasattr(config, name):
                 setattr(config, name, hp[name])
-        if self._masks:
-            replaced = apply_spec_augment(config, self._masks)
-            log.info(
-                "augment.spec_augment replaces model.%s",
-                ", model.".join(f"{key}={replaced[key]} by {value}" for key, value in self._masks.items()),
-            )
+        if self._masks:  # over the module's own mask_* arguments
+            apply_spec_augment(config, self._masks)
         config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
         if hp.name_or_path is not None and load_weights:
             # a pre-training checkpoint has no lm_head, a CTC one may have another vocabulary: new lm_head

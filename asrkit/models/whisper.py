@@ -12,11 +12,9 @@ English-only checkpoints (``openai/whisper-*.en``, distil-whisper ``.en``; told 
 transcribes utterances longer than the input window by transformers' long-form sequential decoding
 (:func:`generate_texts`).
 
-``spec_augment`` (``augment.spec_augment``, which ``train()`` passes; :mod:`asrkit.models.spec_augment`) turns on
-transformers' SpecAugment in the model config: time and mel-channel masks on ``input_features``, in training
-mode only, the time masks within each utterance's frames (its batches then carry an attention mask). Null
-keeps the config's own setting (off in the openai checkpoints and in random init). The export's config.json
-has the checkpoint's own values back, so that fine-tuning it again does not mask unless asked to.
+``spec_augment`` (``augment.spec_augment``: :mod:`asrkit.models.spec_augment`) turns on transformers' time and
+mel-channel masks (training mode only; time masks within each utterance: its batches carry an attention mask).
+Null keeps the config's own (off in openai's checkpoints); the export has the checkpoint's own values back.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from asrkit import metrics
 from asrkit.models import steps
-from asrkit.models.spec_augment import apply_spec_augment, spec_augment_settings
+from asrkit.models.spec_augment import apply_spec_augment, masks_time, spec_augment_settings
 from asrkit.models.whisper_collator import WhisperCollator
 
 ENCODER_POSITIONS_PER_SECOND = 50  # 100 log-mel frames per second, halved by the stride-2 conv
@@ -199,7 +197,6 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
             self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
         self.model.config.use_cache = False  # training; generate() turns the cache on itself
         self._config_before_masks = apply_spec_augment(self.model.config, masks) if masks else {}
-        config = self.model.config
         if freeze_encoder:
             self.model.freeze_encoder()
         if gradient_checkpointing:
@@ -209,7 +206,7 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
             self.tokenizer,
             max_label_length=min(max_label_length, self.model.config.max_target_positions),
             max_input_seconds=self.feature_extractor.chunk_length,
-            attention_mask=bool(getattr(config, "apply_spec_augment", False) and config.mask_time_prob > 0),
+            attention_mask=masks_time(self.model.config),
         )
         self._predictions: list[tuple[int, str, str]] = []
         self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
