@@ -16,6 +16,7 @@ between instances of 'str' and 'int'"). So before building anything, ``train()``
 - ``???`` left unset anywhere, and interpolations that do not resolve;
 - what the config alone decides: the batch plan (:class:`asrkit.batch_plan.BatchPlan`, the one place its rule
   and message live) and a bucketing cap that no batch of the longest kept utterance fits under.
+- ``augment.*``: the waveform options (the noise folder included) and the SpecAugment settings;
 - ``push_to_hub``: a repository id and a Hugging Face token to upload with (:mod:`asrkit.hub`), so that a run
   does not train for hours and then fail to upload.
 - ``data.extra_validation``: each set's data config exists and its keys pass the data checks
@@ -45,11 +46,13 @@ from asrkit.adapters import config_problem
 from asrkit.annotations import parameter_hints, value_problem
 from asrkit.batch_plan import BatchPlan
 from asrkit.data import extra_validation
+from asrkit.data.augment_options import waveform_problem
 from asrkit.data.datamodule import ASRDataModule
 from asrkit.data.options import BatchOptions, DataOptions, FilterOptions, SourceOptions, StreamOptions
 from asrkit.data.sampler import DurationBucketBatchSampler
 from asrkit.extras import EXTRAS, require
 from asrkit.hub import hub_settings_problem
+from asrkit.models.spec_augment import spec_augment_problem
 from asrkit.models.wav2vec2_pretrain import Wav2Vec2PretrainModule
 
 
@@ -60,7 +63,7 @@ class ConfigError(ValueError):
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 DATA_RECORDS = (SourceOptions, FilterOptions, BatchOptions, StreamOptions)
 # the sampler's arguments that the data path gives itself; data.bucketing.enabled is read by BatchOptions
-SAMPLER_GIVEN = frozenset({"sampler", "durations", "batch_size", "num_replicas", "rank", "resume"})
+SAMPLER_GIVEN = frozenset({"sampler", "durations", "batch_size", "num_replicas", "rank", "resume", "with_epoch"})
 # Trainer arguments that train() passes from elsewhere, which would silently win over a trainer.* key
 TRAINER_GIVEN = {
     "accelerator": "hw.accelerator",
@@ -99,7 +102,8 @@ def check_config(cfg: DictConfig) -> None:
             require(package, f"logger.{name}")
     _check_batch_plan(cfg)
     _check_extra_validation(cfg)
-    for problem in (hub_settings_problem(plain), config_problem(plain)):
+    problems = (waveform_problem(plain.get("augment")), spec_augment_problem(plain))
+    for problem in (*problems, hub_settings_problem(plain), config_problem(plain)):
         if problem:
             raise ConfigError(problem)
 

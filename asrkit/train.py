@@ -35,6 +35,13 @@ def _build(name: str, node: DictConfig, **kwargs: Any) -> Any:
     return instantiate(node, **kwargs)
 
 
+def _augment(cfg: DictConfig, name: str) -> dict[str, Any] | None:
+    """``augment.<name>`` resolved to plain values (it leaves the config tree, where ``${seed}`` resolves), or None
+    when it is null or the chosen augment options do not set it."""
+    node = cfg.get("augment", {}).get(name)
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
 def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, when: str) -> dict[str, float]:
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     scores = {key.removeprefix("test/"): value for key, value in results.items()}
@@ -141,13 +148,22 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
 
-    module: L.LightningModule = _build("model", cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+    spec_augment = _augment(cfg, "spec_augment")  # masks in the model (augment=specaugment)
+    module: L.LightningModule = _build(
+        "model", cfg.model, optimizer=cfg.optimizer, spec_augment=spec_augment, _recursive_=False
+    )
     batch_plan = BatchPlan.make(cfg.data.global_batch_size, cfg.data.per_device_batch_size, hardware.world_size(cfg.hw))
     data = cfg.data.copy()
     with open_dict(data):  # instantiate would merge the resolved sets into the named ones, not replace them
         data.extra_validation = None
+    augment = _augment(cfg, "waveform")  # speed, noise, gain on the training audio (augment=waveform)
     datamodule: L.LightningDataModule = _build(
-        "data", data, collator=module.collator, batch_plan=batch_plan, extra_validation=resolve_extra(cfg)
+        "data",
+        data,
+        collator=module.collator,
+        batch_plan=batch_plan,
+        augment=augment,
+        extra_validation=resolve_extra(cfg),
     )
     if cfg.preprocess_only:  # one process measures, filters and saves the splits; later runs load them
         datamodule.preprocess()

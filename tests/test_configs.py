@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from asrkit.config import CONFIG_DIR, compose_config
+from asrkit.config import CONFIG_DIR, asset_path, compose_config
 
 CONF = Path(CONFIG_DIR)
 GROUP_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.parent != CONF)
@@ -20,6 +20,7 @@ REQUIRED = {
     "data/audiofolder.yaml": ["data.data_dir=/tmp"],
     "data/manifest.yaml": ["data.data_dir=/tmp"],
     "experiment/pretrain_base_fairseq.yaml": ["data.data_dir=/tmp"],
+    "augment/waveform.yaml": [f"augment.waveform.noise.dir={asset_path('demo_speech')}"],  # any folder of audio
     "data/voxpopuli.yaml": ["lang=de"],
     "data/mls.yaml": ["lang=de"],
 }  # no Hindi there

@@ -10,7 +10,8 @@ comes from the run's :class:`asrkit.batch_plan.BatchPlan`. What the loaders drop
 file broken since it was measured; a stream's every drop) is taken off the batches and added to ``excluded``
 (:mod:`asrkit.data.drops`). ``extra_validation`` (resolved by :func:`asrkit.data.extra_validation.resolve`) adds
 other sets to validation, each read by a datamodule of its own: its loaders follow the primary one in
-``val_dataloader``, in the order of ``extra_validation_names``.
+``val_dataloader``, in the order of ``extra_validation_names``. ``augment`` (``augment.waveform``: ``train()``
+passes it, evaluation does not) augments the training examples as they are decoded (:mod:`asrkit.data.augment`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from asrkit.batch_plan import BatchPlan
+from asrkit.data.augment import training_augment
 from asrkit.data.collator import Collator
 from asrkit.data.drops import DropLog
 from asrkit.data.indexed import IndexedSplits
@@ -48,6 +50,7 @@ class ASRDataModule(L.LightningDataModule):
         collator: Collator | None = None,
         batch_plan: BatchPlan | None = None,
         extra_validation: Mapping[str, Mapping[str, Any]] | None = None,
+        augment: Mapping[str, Any] | None = None,
         **keys: Any,
     ) -> None:
         super().__init__()
@@ -74,8 +77,10 @@ class ASRDataModule(L.LightningDataModule):
         self.options = DataOptions.parse(keys)
         self.collator = collator
         self._batch_plan = batch_plan
+        longest = self.options.filters.rules("train", collator).max_seconds  # what speed perturbation may not pass
+        self.augment = training_augment(augment, collator.sampling_rate, longest)
         provider = StreamingSplits if self.options.stream.streaming else IndexedSplits
-        self.splits: IndexedSplits | StreamingSplits = provider(self.options, collator)
+        self.splits: IndexedSplits | StreamingSplits = provider(self.options, collator, self.augment)
         self.drops = DropLog()
 
     @property
@@ -173,11 +178,11 @@ class ASRDataModule(L.LightningDataModule):
     def examples(self, role: str, count: int) -> list[dict[str, Any]]:
         """The first ``count`` usable examples of a split that is set up (its order; none for one that is not):
         ``index``, ``audio`` (decoded, at the model's rate), ``sampling_rate`` and ``reference``, read in this
-        process. The validation report plays these back in the loggers."""
+        process, never augmented. The validation report plays these back in the loggers."""
         data = self.splits.datasets.get(role)
         if data is None or count <= 0:
             return []
-        items = (item for item, _, _ in data) if self.streaming else (data[i] for i in range(len(data)))
+        items = (item for item, _, _ in data.plain()) if self.streaming else (data[i] for i in range(len(data)))
         usable = (item for item in items if isinstance(item, dict))  # not what decoding dropped
         rate = self.collator.sampling_rate
         return [example | {"sampling_rate": rate} for example in itertools.islice(usable, count)]

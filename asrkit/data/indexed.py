@@ -4,9 +4,11 @@ Durations come from the source's duration column, and from each file's header wh
 source has no such column (``datasets.map``, cached by ``datasets``); no audio is decoded before a batch
 needs it. The drop rule is :mod:`asrkit.data.filtering`'s: what headers and transcripts show is dropped up
 front and counted in ``excluded``; what only decoding shows (silence, a file broken since) is skipped in its
-batch and counted through :mod:`asrkit.data.drops`. ``preprocess()`` saves which rows of each split
-survive (with their durations) under a key made of every setting that decides it, so that a later run
-(on any number of ranks) reads that instead of measuring and filtering again.
+batch and counted through :mod:`asrkit.data.drops`. Training examples are augmented where they are
+decoded when the run augments (:mod:`asrkit.data.augment`); the sampler hands each index over with its
+epoch. ``preprocess()`` saves which rows of each split survive (with their durations) under a key made of
+every setting that decides it, so that a later run (on any number of ranks) reads that instead of measuring
+and filtering again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from asrkit.data.audio import audio_name
+from asrkit.data.augment import WaveformAugment
 from asrkit.data.collator import Collator
 from asrkit.data.columns import AUDIO, DURATION, TEXT
 from asrkit.data.drops import CountingCollator, Drop
@@ -41,7 +44,11 @@ PROBLEM = "_asrkit_problem"  # why a header cannot be used, in the measured head
 
 class AudioTextDataset(torch.utils.data.Dataset):
     """Decodes one example when a DataLoader asks for it; one that decoding drops (a broken file, silence)
-    yields a :class:`asrkit.data.drops.Drop`, which the collate step counts as skipped and hands on."""
+    yields a :class:`asrkit.data.drops.Drop`, which the collate step counts as skipped and hands on.
+
+    With ``augment``, an example asked for as ``(index, epoch)`` (training's sampler, ``with_epoch``) is
+    augmented with that epoch's draws; one asked for by its index alone (``ASRDataModule.examples``) is not.
+    """
 
     def __init__(
         self,
@@ -50,18 +57,21 @@ class AudioTextDataset(torch.utils.data.Dataset):
         prepare_text: Callable[[str], str],
         role: str = "train",
         durations: list[float] | None = None,
+        augment: WaveformAugment | None = None,
     ) -> None:
         self.dataset = dataset
         self.sampling_rate = sampling_rate
         self.prepare_text = prepare_text
         self.role = role
         self.durations = durations
+        self.augment = augment
         self.logged: Counter[str] = Counter()  # per reason, in this process: only the first files are named
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | Drop:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | Drop:
+        index, epoch = key if isinstance(key, tuple) else (key, None)
         row = self.dataset[index]
         audio, reason = decode_kept(row[AUDIO], self.sampling_rate)
         if reason is not None:
@@ -70,6 +80,8 @@ class AudioTextDataset(torch.utils.data.Dataset):
                 log.warning("%s split: skipping %s: %s", self.role, audio_name(row[AUDIO]), reason)
             seconds = self.durations[index] if self.durations else None
             return Drop(self.role, index, reason, audio_name(row[AUDIO]), seconds)
+        if self.augment is not None and epoch is not None:
+            audio = self.augment(audio, index, epoch)
         text = self.prepare_text(row[TEXT] or "")  # no transcript (data.require_text=false): empty
         # scored against the transcript as the model learns to write it (label preparation applied)
         return {"index": index, "audio": audio, "text": text, "reference": text}
@@ -83,9 +95,10 @@ def _measured_headers(audio: list[dict[str, Any]]) -> dict[str, list[Any]]:
 class IndexedSplits:
     """The map-style provider behind :class:`asrkit.data.datamodule.ASRDataModule`."""
 
-    def __init__(self, options: DataOptions, collator: Collator) -> None:
+    def __init__(self, options: DataOptions, collator: Collator, augment: WaveformAugment | None = None) -> None:
         self.options = options
         self.collator = collator
+        self.augment = augment  # of the training examples
         self.prepare_text = options.filters.prepare_text()
         self.datasets: dict[str, AudioTextDataset] = {}
         self.durations: dict[str, list[float]] = {}
@@ -104,7 +117,9 @@ class IndexedSplits:
         if role in self.datasets:
             return
         dataset, durations = self._load_preprocessed(role) or self._filter(role, *self._measure(role))
-        self.datasets[role] = AudioTextDataset(dataset, self.collator.sampling_rate, self.prepare_text, role, durations)
+        augment = self.augment if role == "train" else None
+        rate = self.collator.sampling_rate
+        self.datasets[role] = AudioTextDataset(dataset, rate, self.prepare_text, role, durations, augment)
         self.durations[role] = durations
 
     def training_transcripts(self) -> list[str]:
@@ -188,7 +203,14 @@ class IndexedSplits:
             return DataLoader(self.datasets[role], batch_size=batch_size, **common)
         options = batches.sampler_options() if batches.bucketed else {"num_buckets": 1}
         options.setdefault("seed", seed)
-        sampler = DurationBucketBatchSampler(None, self.durations["train"], batch_size, resume=self._resume, **options)
+        sampler = DurationBucketBatchSampler(
+            None,
+            self.durations["train"],
+            batch_size,
+            resume=self._resume,
+            with_epoch=self.augment is not None,
+            **options,
+        )
         self._resume = None
         return DataLoader(self.datasets[role], batch_sampler=sampler, **common)
 

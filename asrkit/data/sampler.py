@@ -14,6 +14,10 @@ batches (what does not fill a last group); a random few each epoch. One process 
 
 Training without bucketing uses it too, with one bucket: a seeded shuffle that a resumed run can continue
 in the middle of an epoch (``resume``).
+
+``with_epoch=True`` yields ``(index, epoch)`` pairs instead of indices, so that a dataset that augments its
+examples (:mod:`asrkit.data.augment`) knows the epoch in the DataLoader workers: they are persistent (made once,
+with a copy of the dataset), and the sampler, which Lightning tells the epoch, runs in the main process.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class DurationBucketBatchSampler(BatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         resume: tuple[int, int] | None = None,
+        with_epoch: bool = False,
     ) -> None:
         if batch_size < 1 or num_buckets < 1:
             raise ValueError(f"data.bucketing: batch size ({batch_size}) and num_buckets ({num_buckets}) must be >= 1")
@@ -98,6 +103,7 @@ class DurationBucketBatchSampler(BatchSampler):
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        self.with_epoch = with_epoch
         self._resume = tuple(resume) if resume else None  # (epoch, batches of it already trained on)
         order = sorted(range(len(self.durations)), key=self.durations.__getitem__)
         count = min(num_buckets, len(order))
@@ -150,12 +156,12 @@ class DurationBucketBatchSampler(BatchSampler):
         """Called by Lightning before each epoch: a new shuffle, the same on every rank."""
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int]]]:
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         skip = self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
         self._resume = None
         for group in self._groups(rng)[skip:]:
-            yield group[self.rank]
+            yield [(index, self.epoch) for index in group[self.rank]] if self.with_epoch else group[self.rank]
 
     def __len__(self) -> int:
         return self._length

@@ -24,6 +24,8 @@ an error that names the split and the reasons.
   the rows before the position). With a shuffle buffer, the examples that were waiting in the buffer at
   the checkpoint are not seen again in that pass (``datasets`` does not save buffers); nothing is repeated.
   The positions are kept only when the number of ranks and of workers is the same as when they were saved.
+- Augmentation (training, when the run augments: :mod:`asrkit.data.augment`): each kept example, with its
+  pass as the epoch and a digest of its file as its key (its position depends on the workers).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 
 from asrkit.data.audio import audio_name
+from asrkit.data.augment import WaveformAugment, stream_key
 from asrkit.data.collator import Collator
 from asrkit.data.columns import AUDIO, DURATION, TEXT
 from asrkit.data.drops import Drop, attach_drops
@@ -84,6 +87,7 @@ class AudioTextStream(torch.utils.data.IterableDataset):
 
     Each example goes through the drop rule ``rules`` (:mod:`asrkit.data.filtering`); ``encode_text`` measures
     labels when the rule limits their length. ``resume_from`` maps a worker id to the position to continue from.
+    ``augment`` augments each kept example (training).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         endless: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        augment: WaveformAugment | None = None,
     ) -> None:
         self.dataset = dataset
         self.name = name
@@ -106,9 +111,18 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         self.encode_text = encode_text
         self.endless = endless
         self.rank, self.world_size = rank, world_size
+        self.augment = augment
         self.resume_from: dict[int, dict[str, Any]] = {}
 
-    def _examine(self, row: dict[str, Any], index: int) -> tuple[dict[str, Any] | None, str | None, float | None]:
+    def plain(self) -> AudioTextStream:
+        """This stream without augmentation (what ``ASRDataModule.examples`` reads)."""
+        stream = copy.copy(self)
+        stream.augment = None
+        return stream
+
+    def _examine(
+        self, row: dict[str, Any], index: int, data_pass: int
+    ) -> tuple[dict[str, Any] | None, str | None, float | None]:
         """The example and ``None``, or ``None`` and the reason it is dropped; and its duration where known."""
         text = self.prepare_text(row[TEXT] or "")
         duration, problem = row_duration(row.get(DURATION), row[AUDIO])
@@ -119,6 +133,8 @@ class AudioTextStream(torch.utils.data.IterableDataset):
         audio, reason = decode_kept(row[AUDIO], self.sampling_rate)
         if reason is not None:
             return None, reason, duration
+        if self.augment is not None:
+            audio = self.augment(audio, stream_key(row[AUDIO]), data_pass)
         return {"index": index, "audio": audio, "text": text, "reference": text}, None, duration  # scored as labelled
 
     def __iter__(self) -> Iterator[tuple[Any, dict[str, Any] | None, list[Drop]]]:
@@ -141,7 +157,7 @@ class AudioTextStream(torch.utils.data.IterableDataset):
                 state = dataset.state_dict() if self.endless else None
                 index = (count * workers + worker) * self.world_size + self.rank  # unique over ranks, workers
                 count += 1
-                example, reason, seconds = self._examine(row, index)
+                example, reason, seconds = self._examine(row, index, data_pass)
                 if reason is not None:
                     dropped[reason] += 1
                     if dropped[reason] <= NAMED_FILES:
@@ -198,9 +214,10 @@ def stream_loader(stream: AudioTextStream, batch_size: int, num_workers: int, co
 class StreamingSplits:
     """The streaming provider behind :class:`asrkit.data.datamodule.ASRDataModule` (``data.streaming=true``)."""
 
-    def __init__(self, options: DataOptions, collator: Collator) -> None:
+    def __init__(self, options: DataOptions, collator: Collator, augment: WaveformAugment | None = None) -> None:
         self.options = options
         self.collator = collator
+        self.augment = augment  # of the training examples
         self.prepare_text = options.filters.prepare_text()
         self.datasets: dict[str, AudioTextStream] = {}  # per role
         self.progress = StreamProgress()
@@ -233,6 +250,7 @@ class StreamingSplits:
             endless=train,
             rank=rank,
             world_size=world_size,
+            augment=self.augment if train else None,
         )
 
     def _shuffle(self) -> dict[str, int]:

@@ -14,6 +14,9 @@ the network is built in ``configure_model``, once the output size is known (befo
 checkpoint). Checkpoints store the vocabulary: ``load_from_checkpoint`` rebuilds the same network from it,
 and resuming on data that gives another vocabulary is an error.
 
+``spec_augment`` (``augment.spec_augment``: :mod:`asrkit.models.spec_augment`) overrides ``mask_time_prob`` ...
+(the same names), so that one preset serves Whisper and this family.
+
 The loss (:func:`asrkit.models.ctc.ctc_loss`) runs in float32 under bf16/fp16 autocast, and evaluation
 decodes each utterance as it would alone (:func:`asrkit.models.ctc.greedy_transcribe`). ``peft`` (the peft group)
 trains LoRA adapters and the output layer instead of every weight (:mod:`asrkit.adapters`).
@@ -45,6 +48,7 @@ from asrkit import adapters, checkpoints, metrics
 from asrkit.models import steps
 from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss, feature_extractor_for, greedy_transcribe
 from asrkit.models.ctc_vocab import build_ctc_tokenizer, tokenizer_from_vocabulary
+from asrkit.models.spec_augment import apply_spec_augment, spec_augment_settings
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,7 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         final_dropout: float = 0.0,
         ctc_loss_reduction: str = "mean",
         ctc_zero_infinity: bool = True,
+        spec_augment: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
         peft: dict[str, Any] | None = None,
@@ -102,6 +107,7 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         self.save_hyperparameters()
         self.adapters = adapters.AdapterOptions.parse(peft)
         self.trained_only_checkpoints = adapters.keep_trained_only(self, self.adapters, name_or_path)
+        self._masks = spec_augment_settings(spec_augment)
         if ctc_loss_reduction not in ("mean", "sum"):
             raise ValueError(f"model.ctc_loss_reduction={ctc_loss_reduction!r}: choose mean or sum")
         if name_or_path is None:
@@ -152,6 +158,8 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         for name in CONFIG_OPTIONS:
             if hasattr(config, name):
                 setattr(config, name, self.hparams[name])
+        if self._masks:  # over the module's own mask_* arguments
+            apply_spec_augment(config, self._masks)
         config.vocab_size, config.pad_token_id = len(self.collator.tokenizer), self.collator.tokenizer.pad_token_id
         return config
 

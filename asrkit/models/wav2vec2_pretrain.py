@@ -36,6 +36,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForPr
 
 from asrkit.models import steps
 from asrkit.models.pretrain_collator import Wav2Vec2PretrainCollator
+from asrkit.models.spec_augment import refuse_spec_augment
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,13 @@ class Wav2Vec2PretrainModule(steps.EvaluationHooks, L.LightningModule):
         feature_grad_mult: float = 1.0,
         gradient_checkpointing: bool = False,
         attn_implementation: str = "sdpa",
+        spec_augment: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        refuse_spec_augment(spec_augment)
         if not 0 < min_gumbel_temperature <= max_gumbel_temperature or not 0 < gumbel_temperature_decay <= 1:
             raise ValueError(
                 "model.min_gumbel_temperature must be in (0, max_gumbel_temperature] and "

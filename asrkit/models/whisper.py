@@ -12,6 +12,10 @@ English-only checkpoints (``openai/whisper-*.en``, distil-whisper ``.en``; told 
 transcribes utterances longer than the input window by transformers' long-form sequential decoding
 (:func:`generate_texts`). ``peft`` (the peft group) trains LoRA adapters instead of the weights
 (:mod:`asrkit.adapters`); the export is then the model with the adapters merged in.
+
+``spec_augment`` (``augment.spec_augment``: :mod:`asrkit.models.spec_augment`) turns on transformers' time and
+mel-channel masks (training mode only; time masks within each utterance: its batches carry an attention mask).
+Null keeps the config's own (off in openai's checkpoints); the export has the checkpoint's own values back.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from asrkit import adapters, checkpoints, metrics
 from asrkit.models import steps
+from asrkit.models.spec_augment import apply_spec_augment, masks_time, spec_augment_settings
 from asrkit.models.whisper_collator import WhisperCollator
 
 ENCODER_POSITIONS_PER_SECOND = 50  # 100 log-mel frames per second, halved by the stride-2 conv
@@ -153,6 +158,7 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         generation_max_length: int = 225,
         num_beams: int = 1,
         max_label_length: int = 448,
+        spec_augment: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
         peft: dict[str, Any] | None = None,
@@ -160,6 +166,7 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.adapters = adapters.AdapterOptions.parse(peft)
+        masks = spec_augment_settings(spec_augment)  # checked before anything loads
         if language not in LANGUAGES:
             raise ValueError(f"lang={language!r} is not a Whisper language code (e.g. hi, en, ta, bn, mr)")
         source = tokenizer or name_or_path
@@ -193,6 +200,7 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         else:
             self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
         self.model.config.use_cache = False  # training; generate() turns the cache on itself
+        self._config_before_masks = apply_spec_augment(self.model.config, masks) if masks else {}
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = adapters.wrap(self.model, self.adapters)
@@ -205,6 +213,7 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
             self.tokenizer,
             max_label_length=min(max_label_length, self.model.config.max_target_positions),
             max_input_seconds=self.feature_extractor.chunk_length,
+            attention_mask=masks_time(self.model.config),
         )
         self.predictions: dict[str, list[tuple[int, str, str]]] = {}  # the last scored, per stage
 
@@ -212,7 +221,8 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
             return steps.empty_batch_loss(self)
-        loss = self.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+        features, frames = batch["input_features"], batch.get("attention_mask")  # (frames: for SpecAugment)
+        loss = self.model(input_features=features, attention_mask=frames, labels=batch["labels"]).loss
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["num_samples"])
         if batch["num_skipped"]:
             self.log("train/skipped_audio", float(batch["num_skipped"]), reduce_fx="sum")
@@ -271,10 +281,12 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         exported = {"language": None, "task": None, "forced_decoder_ids": None} | self.generate_kwargs()
         for key, value in exported.items():  # setattr: update() skips keys a GenerationConfig lacks
             setattr(network.generation_config, key, value)
-        network.config.use_cache = True
+        config = network.config
+        masks = {key: getattr(config, key) for key in self._config_before_masks}
+        config.update({"use_cache": True} | self._config_before_masks)
         try:
             network.save_pretrained(directory)
             WhisperProcessor(self.feature_extractor, self.tokenizer).save_pretrained(directory)
         finally:
-            network.config.use_cache = False
+            config.update({"use_cache": False} | masks)
             network.generation_config = own

@@ -11,16 +11,23 @@ from transformers import WhisperFeatureExtractor, WhisperTokenizer
 from asrkit.data.padding import batch_fields, pad_labels
 
 
-def whisper_inputs(extractor: WhisperFeatureExtractor, audios: Sequence[np.ndarray]) -> dict[str, Any]:
+def whisper_inputs(
+    extractor: WhisperFeatureExtractor, audios: Sequence[np.ndarray], attention_mask: bool = False
+) -> dict[str, Any]:
     """Whisper's inputs for a batch: every utterance in the model's window, and the longer ones whole.
 
     ``input_features`` are the log-mel features of every utterance padded or cut to the window (what
-    training and short-form decoding use). Utterances longer than the window also go, uncut, into
-    ``long_form``: ``rows`` (their positions in the batch), ``input_features`` padded to the longest of
-    them and ``attention_mask`` (its frames), the inputs of transformers' long-form sequential decoding.
+    training and short-form decoding use); with ``attention_mask``, also which of their frames hold audio
+    (what confines SpecAugment's time masks to the audio, as transformers' fine-tuning script does).
+    Utterances longer than the window also go, uncut, into ``long_form``: ``rows`` (their positions in the
+    batch), ``input_features`` padded to the longest of them and ``attention_mask`` (its frames), the inputs
+    of transformers' long-form sequential decoding.
     """
     rate = extractor.sampling_rate
-    batch = {"input_features": extractor(audios, sampling_rate=rate, return_tensors="pt").input_features}
+    features = extractor(audios, sampling_rate=rate, return_tensors="pt", return_attention_mask=attention_mask)
+    batch = {"input_features": features.input_features}
+    if attention_mask:
+        batch["attention_mask"] = features.attention_mask
     rows = [row for row, audio in enumerate(audios) if len(audio) > extractor.n_samples]
     if rows:
         whole = extractor(
@@ -46,7 +53,8 @@ class WhisperCollator:
     <|endoftext|>`` for an English-only model): the model prepends the decoder start token itself when it
     shifts labels into decoder inputs. Training uses ``input_features`` (training data is never longer than
     the window); evaluation also finds the utterances longer than the window, whole, under ``long_form``
-    (:func:`whisper_inputs`).
+    (:func:`whisper_inputs`). ``attention_mask``: batches say which frames hold audio (the model's SpecAugment
+    masks time within them).
     """
 
     def __init__(
@@ -55,11 +63,13 @@ class WhisperCollator:
         tokenizer: WhisperTokenizer,
         max_label_length: int,
         max_input_seconds: float,
+        attention_mask: bool = False,
     ) -> None:
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
         self.max_label_length = max_label_length  # longer training labels are dropped by the datamodule
         self.max_input_seconds = max_input_seconds  # the model's window; longer training audio is dropped
+        self.attention_mask = attention_mask
         self.start_token_id = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
 
     @property
@@ -76,6 +86,6 @@ class WhisperCollator:
         if not kept:
             return None
         batch = batch_fields(kept, len(examples) - len(kept), self.sampling_rate)
-        batch |= whisper_inputs(self.feature_extractor, [example["audio"] for example in kept])
+        batch |= whisper_inputs(self.feature_extractor, [example["audio"] for example in kept], self.attention_mask)
         batch["labels"] = pad_labels(self.encode_text([example["text"] for example in kept]))
         return batch
