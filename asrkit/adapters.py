@@ -291,6 +291,8 @@ def keep_trained_only(module: nn.Module, options: AdapterOptions, name_or_path: 
     """Whether ``module``'s checkpoints keep only the trained parameters (:func:`asrkit.checkpoints.trained_state`):
     adapted runs whose frozen weights ``name_or_path`` gives again. If so, ``module`` loads such a state dict
     strictly but for them (:func:`asrkit.checkpoints.allow_missing_frozen`)."""
+    if options.enabled and name_or_path is None:  # legal (the tests' tiny models), but rarely what is meant
+        log.warning("peft=%s on a model at random (name_or_path null): its frozen weights stay random", options.method)
     if not options.enabled or name_or_path is None:
         return False
     module.register_load_state_dict_post_hook(checkpoints.allow_missing_frozen)
