@@ -5,7 +5,6 @@ malformed entry."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from asrkit.config_check import ConfigError, check_config
 from asrkit.summary import summary_lines
 from asrkit.train import train
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, logged_messages
 
 # "same": the primary validation set again (TINY_RUN scores its first 8 utterances), so its scores must equal the
 # primary's at every validation; "heard": 5 test utterances, read as a stream, under another name
@@ -29,26 +28,12 @@ VALIDATIONS = [2, 4]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     run_dir = tmp_path_factory.mktemp("run")
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = records.append  # type: ignore[method-assign]
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
+    with logged_messages() as messages:
         best = train(compose_config([*TINY_RUN, EXTRA], run_dir))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     return SimpleNamespace(
-        dir=run_dir,
-        best=best,
-        metrics=json.loads((run_dir / "metrics.json").read_text()),
-        events=events,
-        log=[record.getMessage() for record in records],
+        dir=run_dir, best=best, metrics=json.loads((run_dir / "metrics.json").read_text()), events=events, log=messages
     )
 
 

@@ -83,6 +83,7 @@ def test_a_global_batch_that_does_not_divide_names_the_numbers_to_change(
         BatchPlan.make(global_batch, per_device, world)
 
 
+@pytest.mark.cpu_precision
 # --- world size under external launchers ----------------------------------------------------------
 def test_torchrun_sets_devices_per_node_and_a_mismatch_names_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -118,6 +119,7 @@ def test_several_nodes_need_a_launcher(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 # --- strategies and plugins -----------------------------------------------------------------------
+@pytest.mark.cpu_precision
 def test_ddp_cpu_builds_a_gloo_ddp_strategy(tmp_path: Path) -> None:
     kwargs = hardware.trainer_kwargs(_hw(tmp_path, "hw=ddp_cpu"))
     assert kwargs["accelerator"] == "cpu" and kwargs["devices"] == 2
@@ -207,6 +209,7 @@ def test_checkpoint_state_dict_reads_a_lightning_checkpoint_file(tmp_path: Path)
     assert torch.equal(loaded["model.weight"], weights["model.weight"])
 
 
+@pytest.mark.cpu_precision
 @pytest.mark.parametrize("experiment", ["demo", "demo_ctc", "demo_pretrain"])
 @pytest.mark.parametrize("cpu_bf16", ["0", "1"])
 def test_the_demos_train_in_fp32_whatever_the_cpu_says(experiment, cpu_bf16, tmp_path, monkeypatch) -> None:
@@ -218,6 +221,7 @@ def test_the_demos_train_in_fp32_whatever_the_cpu_says(experiment, cpu_bf16, tmp
     assert hardware.resolve_precision(_hw(tmp_path, "hw=cpu")) == expected  # what the switch does elsewhere
 
 
+@pytest.mark.cpu_precision
 def test_a_cpu_bf16_override_that_is_not_0_or_1_names_the_variable(monkeypatch) -> None:
     monkeypatch.setenv(hardware.CPU_BF16_VARIABLE, "yes")
     with pytest.raises(ValueError, match="ASRKIT_CPU_BF16='yes'"):

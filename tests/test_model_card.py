@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from huggingface_hub import ModelCard
 
@@ -88,6 +89,7 @@ def test_the_demo_card_says_random_init_and_carries_a_model_index_the_hub_reads(
         assert result.dataset_split == "test"
 
 
+@pytest.mark.cpu_precision
 def test_a_fine_tuned_checkpoint_names_its_base_model_and_hub_dataset(tmp_path: Path) -> None:
     run = tmp_path / "run"
     export = _export(run, "whisper", "WhisperForConditionalGeneration")
@@ -130,6 +132,7 @@ def test_a_pre_training_export_keeps_its_own_metrics_and_has_no_model_index(tmp_
     assert ModelCard.load(export / "README.md").data.eval_results is None
 
 
+@pytest.mark.cpu_precision
 def test_a_mix_names_its_sources_and_the_one_whose_test_split_was_scored(tmp_path: Path) -> None:
     run = tmp_path / "run"
     export = _export(run, "whisper", "WhisperForConditionalGeneration")

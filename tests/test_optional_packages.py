@@ -49,6 +49,7 @@ def _trainer(hw, root: Path) -> L.Trainer:
 
 
 @pytest.mark.parametrize("profile", ["cpu", "ddp_cpu"])
+@pytest.mark.cpu_precision
 def test_a_trainer_builds_and_warns_where_mpi4py_cannot_load_mpi(
     profile: str, tmp_path: Path, broken_mpi4py, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -60,6 +61,7 @@ def test_a_trainer_builds_and_warns_where_mpi4py_cannot_load_mpi(
     assert len(warnings) == 1 and "mpi4py" in warnings[0] and "cannot load MPI library" in warnings[0]
 
 
+@pytest.mark.cpu_precision
 def test_without_mpi4py_lightning_chooses_as_before(tmp_path: Path) -> None:
     assert not lightning_mpi._MPI4PY_AVAILABLE  # not installed here (the mpi extra needs a system MPI)
     assert "plugins" not in hardware.trainer_kwargs(compose_config(["hw=cpu"], tmp_path).hw)

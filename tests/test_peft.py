@@ -307,6 +307,7 @@ def test_the_optimizer_holds_the_adapters_alone(tmp_path: Path) -> None:
     assert {id(p) for p in optimizer.state} == trained  # moments for the adapters only
 
 
+@pytest.mark.cpu_precision
 def test_the_card_of_a_qlora_ctc_run_names_the_adapters_the_head_and_the_bits(tmp_path: Path) -> None:
     export = _export(tmp_path / "run", "wav2vec2", "Wav2Vec2ForCTC")
     cfg = compose_config(["model=wav2vec2_ctc", "peft=qlora", "peft.r=8"], tmp_path / "run")

@@ -7,7 +7,6 @@ import contextlib
 import csv
 import io
 import json
-import logging
 import re
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from asrkit.config import asset_path
 from asrkit.progress import StepProgressBar
 from asrkit.train import train
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, logged_messages
 from tests.wandb_records import history
 
 DEMO_VALIDATION = Path(asset_path("demo_speech")) / "validation"
@@ -35,26 +34,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     run_dir = tmp_path_factory.mktemp("run")
     overrides = [o for o in TINY_RUN if o != "trainer.enable_progress_bar=false"]
     overrides += ["logger=[tensorboard,wandb,mlflow]", "logger.wandb.offline=true"]
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = records.append  # type: ignore[method-assign]
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
     printed = io.StringIO()
-    try:
-        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
-            patch.setenv("WANDB_SILENT", "true")
-            train(compose_config(overrides, run_dir))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+    with logged_messages() as messages, pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setenv("WANDB_SILENT", "true")
+        train(compose_config(overrides, run_dir))
     return SimpleNamespace(
-        dir=run_dir,
-        metrics=json.loads((run_dir / "metrics.json").read_text()),
-        stdout=printed.getvalue(),
-        log=[record.getMessage() for record in records],
+        dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()), stdout=printed.getvalue(), log=messages
     )
 
 
