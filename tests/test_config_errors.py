@@ -43,6 +43,10 @@ ERRORS = {
     ("+data.batch_size=8",): "data.batch_size: not a data key",
     ("+data.bucketing.max_seconds=4",): "data.bucketing.max_seconds=4: not a parameter of DurationBucketBatchSampler",
     ("model.name_or_path=???",): "model.name_or_path=???: expected a value",
+    # conf/data/audiofolder.yaml and manifest.yaml inherit common_voice's data_dir: null, which a "???" there
+    # could not override (OmegaConf keeps a value under a merged "???"), so datasets read the working directory
+    ("data=audiofolder",): "data.data_dir=null: data.path=audiofolder reads a local folder",
+    ("data=manifest",): "data.data_dir=null: data.path=manifest reads a local folder",
     ("hw=ddp_cpu", "data.global_batch_size=48"): (
         "data.global_batch_size=48 is not a multiple of data.per_device_batch_size=16 x world size 2"
     ),

@@ -22,6 +22,8 @@ from asrkit.data.columns import AUDIO, ROLES, TEXT
 from asrkit.data.filtering import FilterRules
 from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
 
+LOCAL_FOLDER_PATHS = ("audiofolder", "manifest")  # data.path values that read data.data_dir and nothing else
+
 
 @dataclass(frozen=True)
 class SourceOptions:
@@ -49,6 +51,11 @@ class SourceOptions:
     preprocessed_dir: str | None = None
 
     def __post_init__(self) -> None:
+        if self.path in LOCAL_FOLDER_PATHS and not self.data_dir:
+            raise ValueError(
+                f"data.data_dir={self.data_dir or 'null'}: data.path={self.path} reads a local folder; give "
+                "data.data_dir=/path/to/it"
+            )
         if not self.configs and not self.splits:
             return
         if not self.configs or not self.splits or len(self.configs) != len(self.splits):
