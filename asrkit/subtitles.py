@@ -89,9 +89,9 @@ def to_vtt(segments: list[dict[str, Any]]) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-def check_formats(formats: Iterable[str]) -> list[str]:
+def check_formats(formats: str | Iterable[str]) -> list[str]:
     """The asked formats, checked: a name outside :data:`FORMATS` is an error naming the setting."""
-    asked = [str(name).lower() for name in formats]
+    asked = [str(name).lower() for name in ([formats] if isinstance(formats, str) else formats)]
     unknown = [name for name in asked if name not in FORMATS]
     if unknown:
         raise ValueError(f"formats={asked}: {', '.join(unknown)} unknown; choose from {', '.join(FORMATS)}")

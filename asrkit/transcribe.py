@@ -70,6 +70,8 @@ def transcribe(cfg: DictConfig) -> list[dict[str, Any]]:
     (and write each file's segments in the asked ``formats``)."""
     formats = check_formats(cfg.formats)
     timed = bool(set(formats) - {"txt"})
+    if cfg.word_timestamps and not timed:
+        raise ValueError(f"word_timestamps=true: formats={formats} has none that holds them (json, srt or vtt)")
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     audio = list(cfg.audio) if isinstance(cfg.audio, ListConfig) else str(cfg.audio)

@@ -111,8 +111,9 @@ def generate_segments(
     word_timestamps: bool = False,
     **generate_kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """``{"text", "segments"}`` per file of a batch of Whisper inputs (:func:`asrkit.data.batching.whisper_inputs`);
-    ``frames`` are each file's log-mel frames (what word timestamps of a file within the window are read over)."""
+    """``{"text", "segments"}`` per file of a batch of Whisper inputs
+    (:func:`asrkit.models.whisper_collator.whisper_inputs`); ``frames`` are each file's log-mel frames (what the
+    word timestamps of a file within the window are read over)."""
     long_rows = list(long_form["rows"]) if long_form else []
     short_rows = [row for row in range(len(input_features)) if row not in long_rows]
     results: list[Any] = [None] * len(input_features)

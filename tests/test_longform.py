@@ -70,9 +70,21 @@ def test_segments_are_clipped_ordered_and_never_empty() -> None:
 
 
 def test_unknown_format_is_named() -> None:
-    assert check_formats(["SRT", "json"]) == ["srt", "json"]
+    assert check_formats(["SRT", "json"]) == ["srt", "json"] and check_formats("vtt") == ["vtt"]
     with pytest.raises(ValueError, match=r"formats=.*ass unknown"):
         check_formats(["srt", "ass"])
+
+
+def test_word_timestamps_need_a_format_that_holds_them(tmp_path) -> None:
+    overrides = ["checkpoint=unused", f"audio={tmp_path}", "formats=[txt]", "word_timestamps=true"]
+    with pytest.raises(ValueError, match=r"word_timestamps=true: formats=\['txt'\] has none"):
+        transcribe(compose_config(overrides, tmp_path / "out", config_name="transcribe"))
+    with pytest.raises(ValueError, match="formats=.*ass unknown"):
+        transcribe(
+            compose_config(
+                ["checkpoint=unused", f"audio={tmp_path}", "formats=ass"], tmp_path, config_name="transcribe"
+            )
+        )
 
 
 # CTC: windows, stitching, word times ------------------------------------------------------------------------
