@@ -7,7 +7,8 @@ hyper-parameters (the class named by the run's config; a QLoRA run's with its ad
 and exported to a temporary directory, so that one path serves every kind. The model family comes from the
 export's config (``AutoConfig``): a speech sequence-to-sequence model (Whisper) decodes with ``generate()``
 (long-form past its window, as training's evaluation does: :func:`asrkit.models.whisper.generate_texts`), a CTC
-model (wav2vec2 and kin) greedily with the decoder training uses (:func:`asrkit.models.ctc.greedy_transcribe`).
+model (wav2vec2 and kin) greedily with the decoder training uses (:func:`asrkit.longform.decode_ctc`), an
+utterance longer than ``chunk_length_s`` heard window by window (:func:`asrkit.longform.ctc_logits`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, 
 
 from asrkit.adapters import AdapterOptions
 from asrkit.data.padding import pad_waveforms
-from asrkit.models.ctc import greedy_transcribe
+from asrkit.longform import ctc_logits, decode_ctc
 from asrkit.models.steps import DTYPES
 from asrkit.models.whisper import generate_texts, is_english_only
 from asrkit.models.whisper_collator import whisper_inputs
@@ -102,6 +103,8 @@ class Recognizer:
         task: str = "transcribe",
         num_beams: int | None = 1,
         generation_max_length: int | None = 225,
+        chunk_length_s: float | None = None,
+        stride_length_s: float = 0.0,
     ) -> None:
         if Path(checkpoint).is_dir() and not (Path(checkpoint) / "config.json").is_file():
             raise FileNotFoundError(
@@ -125,6 +128,7 @@ class Recognizer:
             )
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.dtype = DTYPES[dtype]
+        self.chunk_length_s, self.stride_length_s = chunk_length_s, stride_length_s  # CTC: window, its context
         self.model = model_class.from_pretrained(checkpoint, dtype=self.dtype).to(self.device).eval()
         if self.kind == "ctc" and self.model.main_input_name != "input_values":
             raise ValueError(
@@ -181,17 +185,24 @@ class Recognizer:
             return []
         inputs = self._to_device(inputs)
         if self.kind == "ctc":  # greedy, each utterance as it decodes alone, as in training
-            return greedy_transcribe(
-                self.model,
-                self.processor.tokenizer,
-                inputs["input_values"],
-                torch.tensor(lengths),
-                inputs.get("attention_mask"),
-            )
+            return decode_ctc(self.processor.tokenizer, self.ctc_logits(inputs, lengths))
         if self.whisper:  # short utterances in one call, longer ones by long-form decoding
             return generate_texts(self.model, self.processor.tokenizer, **inputs, **self.generate_kwargs)
         generated = self.model.generate(**inputs, **self.generate_kwargs)
         return self.processor.batch_decode(generated, skip_special_tokens=True)
+
+    def ctc_logits(self, inputs: dict[str, torch.Tensor], lengths: list[int]) -> list[torch.Tensor]:
+        """Each utterance's CTC logits (frames, symbols), longer ones stitched from ``chunk_length_s`` windows."""
+        inputs = self._to_device(inputs)
+        return ctc_logits(
+            self.model,
+            inputs["input_values"],
+            lengths,
+            inputs.get("attention_mask"),
+            self.chunk_length_s,
+            self.stride_length_s,
+            self.sampling_rate,
+        )
 
     def _to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Tensors (also in nested dicts) on the model's device, floating point ones in its dtype."""
@@ -251,4 +262,6 @@ def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recogni
         task=cfg.task,
         num_beams=cfg.num_beams,
         generation_max_length=cfg.generation_max_length,
+        chunk_length_s=cfg.chunk_length_s,
+        stride_length_s=cfg.stride_length_s,
     )

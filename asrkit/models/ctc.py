@@ -62,6 +62,36 @@ def batches_safely(config: Any, attention_mask: torch.Tensor | None) -> bool:
 
 
 @torch.no_grad()
+def utterance_logits(
+    model: Any, input_values: torch.Tensor, input_lengths: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """Each utterance's logits (frames, symbols), as it gets them alone, frames computed from padding cut off.
+
+    ``input_values`` is a zero-padded batch of waveforms, ``input_lengths`` their lengths in samples. Models
+    that a padded batch would change (:func:`batches_safely`) run on each group of utterances of one length,
+    unpadded. What any CTC decoder (greedy here, a beam search elsewhere) starts from.
+    """
+    lengths = [int(n) for n in input_lengths]
+    frames = model._get_feat_extract_output_lengths(torch.as_tensor(lengths)).tolist()
+    rows: list[Any] = [None] * len(lengths)
+    if batches_safely(model.config, attention_mask):
+        logits = model(input_values=input_values, attention_mask=attention_mask).logits.cpu()
+        rows = [row[:n] for row, n in zip(logits, frames, strict=True)]
+    else:
+        for length in sorted(set(lengths)):
+            group = [i for i, n in enumerate(lengths) if n == length]
+            logits = model(input_values=input_values[group, :length]).logits.cpu()
+            for i, row in zip(group, logits, strict=True):
+                rows[i] = row[: frames[i]]
+    return rows
+
+
+def greedy_decode(tokenizer: Any, logits: list[torch.Tensor]) -> list[str]:
+    """Greedy CTC decoding of per-utterance logits: the best symbol per frame, repeats merged, blanks dropped."""
+    return tokenizer.batch_decode([row.argmax(dim=-1) for row in logits])
+
+
+@torch.no_grad()
 def greedy_transcribe(
     model: Any,
     tokenizer: Any,
@@ -69,25 +99,9 @@ def greedy_transcribe(
     input_lengths: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
 ) -> list[str]:
-    """Greedy CTC decoding: the best symbol per frame, repeats merged, blanks dropped (``batch_decode``).
-
-    ``input_values`` is a zero-padded batch of waveforms, ``input_lengths`` their lengths in samples. Frames
-    computed from padding are cut off; models that a padded batch would change (:func:`batches_safely`) run
-    on each group of utterances of one length, unpadded, so every utterance decodes as it does alone.
-    """
-    lengths = [int(n) for n in input_lengths]
-    frames = model._get_feat_extract_output_lengths(torch.as_tensor(lengths)).tolist()
-    rows: list[Any] = [None] * len(lengths)
-    if batches_safely(model.config, attention_mask):
-        best = model(input_values=input_values, attention_mask=attention_mask).logits.argmax(dim=-1).cpu()
-        rows = [row[:n] for row, n in zip(best, frames, strict=True)]
-    else:
-        for length in sorted(set(lengths)):
-            group = [i for i, n in enumerate(lengths) if n == length]
-            best = model(input_values=input_values[group, :length]).logits.argmax(dim=-1).cpu()
-            for i, row in zip(group, best, strict=True):
-                rows[i] = row[: frames[i]]
-    return tokenizer.batch_decode(rows)
+    """Greedy CTC decoding of a zero-padded batch, every utterance decoded as it is alone
+    (:func:`utterance_logits`, then :func:`greedy_decode`)."""
+    return greedy_decode(tokenizer, utterance_logits(model, input_values, input_lengths, attention_mask))
 
 
 class Wav2Vec2CTCCollator:
