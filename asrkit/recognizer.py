@@ -7,7 +7,8 @@ hyper-parameters (the class named by the run's config; a QLoRA run's with its ad
 and exported to a temporary directory, so that one path serves every kind. The model family comes from the
 export's config (``AutoConfig``): a speech sequence-to-sequence model (Whisper) decodes with ``generate()``
 (long-form past its window, as training's evaluation does: :func:`asrkit.models.whisper.generate_texts`), a CTC
-model (wav2vec2 and kin) greedily with the decoder training uses (:func:`asrkit.models.ctc.greedy_transcribe`).
+model (wav2vec2 and kin) greedily with the decoder training uses (:func:`asrkit.models.ctc.greedy_transcribe`),
+or, with ``decoder=beam``, by beam search over its logits (:mod:`asrkit.ctc_decoding`: hotwords, a KenLM n-gram).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq,
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
 from asrkit.adapters import AdapterOptions
+from asrkit.ctc_decoding import CTCDecoder, DecodingOptions
 from asrkit.data.padding import pad_waveforms
-from asrkit.models.ctc import greedy_transcribe
+from asrkit.models.ctc import greedy_transcribe, utterance_logits
 from asrkit.models.steps import DTYPES
 from asrkit.models.whisper import generate_texts, is_english_only
 from asrkit.models.whisper_collator import whisper_inputs
@@ -102,6 +104,7 @@ class Recognizer:
         task: str = "transcribe",
         num_beams: int | None = 1,
         generation_max_length: int | None = 225,
+        decoding: DecodingOptions | None = None,
     ) -> None:
         if Path(checkpoint).is_dir() and not (Path(checkpoint) / "config.json").is_file():
             raise FileNotFoundError(
@@ -123,6 +126,8 @@ class Recognizer:
                 f"checkpoint={checkpoint}: {config.model_type} ({heads or 'no architecture'}) has no speech "
                 "recognition head (CTC or sequence-to-sequence): fine-tune a pre-trained wav2vec2 first"
             )
+        if decoding is not None:
+            decoding.check_model(self.kind, checkpoint)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.dtype = DTYPES[dtype]
         self.model = model_class.from_pretrained(checkpoint, dtype=self.dtype).to(self.device).eval()
@@ -132,6 +137,9 @@ class Recognizer:
                 "evaluates the CTC models of the wav2vec2 family (wav2vec2, HuBERT, WavLM, ...)"
             )
         self.processor = AutoProcessor.from_pretrained(checkpoint)
+        self.ctc_decoder = None  # decoder=beam: pyctcdecode over each utterance's logits; None: greedy
+        if decoding is not None and decoding.decoder == "beam":
+            self.ctc_decoder = CTCDecoder(self.processor.tokenizer, self.model.config.vocab_size, decoding, checkpoint)
         self.whisper = config.model_type == "whisper"
         # null: the checkpoint's own setting (an asrkit export carries the one its training evaluated with)
         self.generate_kwargs: dict[str, Any] = {"num_beams": num_beams} if num_beams else {}
@@ -180,6 +188,9 @@ class Recognizer:
         if not inputs:
             return []
         inputs = self._to_device(inputs)
+        if self.kind == "ctc" and self.ctc_decoder is not None:  # beam search, each utterance as alone
+            mask = inputs.get("attention_mask")
+            return self.ctc_decoder(utterance_logits(self.model, inputs["input_values"], torch.tensor(lengths), mask))
         if self.kind == "ctc":  # greedy, each utterance as it decodes alone, as in training
             return greedy_transcribe(
                 self.model,
@@ -231,6 +242,7 @@ def _full_precision(ckpt: Path) -> dict[str, Any]:
 def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recognizer:
     """The Recognizer of ``cfg.checkpoint`` in ``dtype`` (a ``.ckpt`` is exported to ``workdir``)."""
     checkpoint = str(cfg.checkpoint)
+    decoding = DecodingOptions.from_config(cfg) if "decoder" in cfg else None  # evaluate and transcribe have one
     if checkpoint.endswith(".ckpt"):
         path = Path(checkpoint)
         if not path.is_file():
@@ -251,4 +263,5 @@ def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recogni
         task=cfg.task,
         num_beams=cfg.num_beams,
         generation_max_length=cfg.generation_max_length,
+        decoding=decoding,
     )
