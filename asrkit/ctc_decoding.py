@@ -175,12 +175,13 @@ class CTCDecoder:
         if self.beam_search is None:
             return greedy_decode(self.tokenizer, logits)
         unknown = self.tokenizer.unk_token or UNK_LABEL
-        return [
-            self.beam_search.decode(
+        texts = []
+        for row in logits:  # the best beam, as transformers' pipeline and Wav2Vec2ProcessorWithLM take it
+            beams = self.beam_search.decode_beams(
                 _log_probs(row),
                 beam_width=self.options.width,
                 hotwords=list(self.options.hotwords) or None,
                 hotword_weight=self.options.hotword_weight,
-            ).replace(UNK_LABEL, unknown)
-            for row in logits
-        ]
+            )
+            texts.append(beams[0][0].replace(UNK_LABEL, unknown))
+        return texts
