@@ -170,6 +170,20 @@ class CTCDecoder:
             described = "no language model" if lm is None else f"{lm.model} (alpha {lm.alpha}, beta {lm.beta})"
             log.info("CTC beam search: %d beams, %d hotwords, %s", options.width, len(options.hotwords), described)
 
+    @property
+    def summary(self) -> dict[str, Any]:
+        """What decodes (for metrics.json): the decoder, and for beam search its width, hotwords and LM."""
+        if self.beam_search is None:
+            return {"decoder": "greedy"}
+        lm = self.language_model
+        return {
+            "decoder": "beam",
+            "width": self.options.width,
+            "hotwords": list(self.options.hotwords),
+            "hotword_weight": self.options.hotword_weight,
+            "lm": None if lm is None else {"path": str(lm.model), "alpha": lm.alpha, "beta": lm.beta},
+        }
+
     def __call__(self, logits: Sequence[torch.Tensor | np.ndarray]) -> list[str]:
         """One text per utterance of ``logits`` (each already cut to the utterance's frames)."""
         if self.beam_search is None:

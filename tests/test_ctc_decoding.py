@@ -97,15 +97,20 @@ def test_beam_search_of_width_one_without_an_lm_follows_the_greedy_path(
 
 def test_beam_of_width_one_in_evaluate_gives_greedy_decoding_of_a_ctc_export(tmp_path: Path) -> None:
     export = _tiny_ctc_export(tmp_path / "export")
-    hypotheses = {}
+    hypotheses, decoding = {}, {}
     for decoder in ("greedy", "beam"):
         overrides = [f"checkpoint={export}", "data=demo", "max_eval_samples=12", "batch_size=4", f"decoder={decoder}"]
         with contextlib.redirect_stdout(io.StringIO()):
-            evaluate(compose_config(overrides + ["beam.width=1"], tmp_path / decoder, config_name="evaluate"))
+            cfg = compose_config(overrides + ["beam.width=1"], tmp_path / decoder, config_name="evaluate")
+            decoding[decoder] = evaluate(cfg)["decoding"]
         lines = (tmp_path / decoder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
         hypotheses[decoder] = [" ".join(json.loads(line)["hypothesis"].split()) for line in lines]
     assert len(hypotheses["beam"]) == 12 and sum(bool(text) for text in hypotheses["greedy"]) >= 6
     assert hypotheses["beam"] == hypotheses["greedy"]
+    assert decoding == {
+        "greedy": {"decoder": "greedy"},
+        "beam": {"decoder": "beam", "width": 1, "hotwords": [], "hotword_weight": 10.0, "lm": None},
+    }
 
 
 def test_hotwords_move_the_beam_to_them(tokenizer: Wav2Vec2CTCTokenizer, tmp_path: Path) -> None:
