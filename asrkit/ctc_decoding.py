@@ -68,9 +68,10 @@ class DecodingOptions:
             raise ValueError(f"decoder={options.decoder}: one of {', '.join(DECODERS)}")
         if not isinstance(options.width, int) or options.width < 1:
             raise ValueError(f"beam.width={options.width}: a whole number of beams, at least 1")
-        if options.decoder == "greedy":
-            given = [key for key, value in (("beam.hotwords", options.hotwords), ("lm.path", options.lm_path)) if value]
-            given = [key for key in given if not (key == "lm.path" and options.lm_path == "auto")]
+        if options.decoder == "greedy":  # lm.path=auto (the default) just finds nothing to use
+            beam_only = {"beam.hotwords": options.hotwords, "lm.alpha": options.alpha, "lm.beta": options.beta}
+            beam_only["lm.path"] = options.lm_path if options.lm_path != "auto" else None
+            given = [key for key, value in beam_only.items() if value not in (None, ())]
             if given:
                 raise ValueError(f"{given[0]} is used by beam search only: add decoder=beam")
         return options

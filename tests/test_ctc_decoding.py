@@ -172,6 +172,9 @@ def test_decoder_settings_that_cannot_work_are_one_line_errors_naming_the_key(tm
         _options(tmp_path, "lm.path=lm.bin")
     with pytest.raises(ValueError, match=r"^beam.hotwords is used by beam search only"):
         _options(tmp_path, "beam.hotwords=[cat]")
+    with pytest.raises(ValueError, match=r"^lm.alpha is used by beam search only"):
+        _options(tmp_path, "lm.alpha=0")
+    assert _options(tmp_path, "lm.path=auto").decoder == "greedy"  # the default: nothing to use
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(_tiny_ctc_export(tmp_path / "export"))
     with pytest.raises(FileNotFoundError, match=r"^lm.path=/nowhere/lm.bin: no such file"):
         CTCDecoder(tokenizer, 8, _options(tmp_path, "decoder=beam", "lm.path=/nowhere/lm.bin"))
