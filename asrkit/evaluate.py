@@ -46,6 +46,7 @@ def _report(scores: dict[str, Any]) -> str:
             f"data         {scores['data']}, split {scores['split']}: {scores['num_samples']:.0f} utterances, "
             f"{scores['audio_seconds'] / 3600:.3f} h of audio ({scores['num_skipped']} dropped when read)",
             _left_out_line(scores["left_out"]),
+            *([f"decoding     {json.dumps(scores['decoding'], ensure_ascii=False)}"] if "decoding" in scores else []),
             f"WER raw         {scores['wer_raw']:.2f} %",
             f"WER normalised  {scores['wer']:.2f} % ({scores['normalizer']} normaliser)",
             f"CER normalised  {scores['cer']:.2f} %",
@@ -85,6 +86,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     scores: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": data_name, "split": str(cfg.split)}
     normalizer = resolve_normalizer(cfg.evaluation.normalizer, cfg.evaluation.language)
     scores |= {"normalizer": normalizer, "dtype": str(cfg.evaluation.dtype)}
+    if recognizer.kind == "ctc":  # greedy, or beam search with its width, hotwords and LM (decoder=beam)
+        scores["decoding"] = recognizer.ctc_decoder.summary if recognizer.ctc_decoder else {"decoder": "greedy"}
     unknown = recognizer.processor.tokenizer.unk_token if recognizer.kind == "ctc" else None
     references, hypotheses = [p[1] for p in predictions], [p[2] for p in predictions]
     scores |= metrics.error_rates(references, hypotheses, normalizer, unknown)

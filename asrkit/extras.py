@@ -16,6 +16,8 @@ EXTRAS = {
     "mlflow": "mlflow",
     "gradio": "demo",
     "matplotlib": "plot",
+    "pyctcdecode": "lm",
+    "kenlm": "lm",
 }
 
 

@@ -7,8 +7,9 @@ hyper-parameters (the class named by the run's config; a QLoRA run's with its ad
 and exported to a temporary directory, so that one path serves every kind. The model family comes from the
 export's config (``AutoConfig``): a speech sequence-to-sequence model (Whisper) decodes with ``generate()``
 (long-form past its window, as training's evaluation does: :func:`asrkit.models.whisper.generate_texts`), a CTC
-model (wav2vec2 and kin) greedily with the decoder training uses (:func:`asrkit.longform.decode_ctc`), an
-utterance longer than ``chunk_length_s`` heard window by window (:func:`asrkit.longform.ctc_logits`).
+model (wav2vec2 and kin) greedily with the decoder training uses (:func:`asrkit.longform.decode_ctc`), or, with
+``decoder=beam``, by beam search over its logits (:mod:`asrkit.ctc_decoding`: hotwords, a KenLM n-gram); an
+utterance longer than ``chunk_length_s`` is heard window by window (:func:`asrkit.longform.ctc_logits`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq,
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
 from asrkit.adapters import AdapterOptions
+from asrkit.ctc_decoding import CTCDecoder, DecodingOptions
 from asrkit.data.padding import pad_waveforms
 from asrkit.longform import ctc_logits, decode_ctc
 from asrkit.models.steps import DTYPES
@@ -105,6 +107,7 @@ class Recognizer:
         generation_max_length: int | None = 225,
         chunk_length_s: float | None = None,
         stride_length_s: float = 0.0,
+        decoding: DecodingOptions | None = None,
     ) -> None:
         if Path(checkpoint).is_dir() and not (Path(checkpoint) / "config.json").is_file():
             raise FileNotFoundError(
@@ -126,6 +129,8 @@ class Recognizer:
                 f"checkpoint={checkpoint}: {config.model_type} ({heads or 'no architecture'}) has no speech "
                 "recognition head (CTC or sequence-to-sequence): fine-tune a pre-trained wav2vec2 first"
             )
+        if decoding is not None:
+            decoding.check_model(self.kind, checkpoint)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.dtype = DTYPES[dtype]
         self.chunk_length_s, self.stride_length_s = chunk_length_s, stride_length_s  # CTC: window, its context
@@ -136,6 +141,9 @@ class Recognizer:
                 "evaluates the CTC models of the wav2vec2 family (wav2vec2, HuBERT, WavLM, ...)"
             )
         self.processor = AutoProcessor.from_pretrained(checkpoint)
+        self.ctc_decoder = None  # decoder=beam: pyctcdecode over each utterance's logits; None: greedy
+        if decoding is not None and decoding.decoder == "beam":
+            self.ctc_decoder = CTCDecoder(self.processor.tokenizer, self.model.config.vocab_size, decoding, checkpoint)
         self.whisper = config.model_type == "whisper"
         # null: the checkpoint's own setting (an asrkit export carries the one its training evaluated with)
         self.generate_kwargs: dict[str, Any] = {"num_beams": num_beams} if num_beams else {}
@@ -184,8 +192,11 @@ class Recognizer:
         if not inputs:
             return []
         inputs = self._to_device(inputs)
-        if self.kind == "ctc":  # greedy, each utterance as it decodes alone, as in training
-            return decode_ctc(self.processor.tokenizer, self.ctc_logits(inputs, lengths))
+        if self.kind == "ctc":  # each utterance's logits as it gets them alone (window by window past chunk_length_s)
+            logits = self.ctc_logits(inputs, lengths)
+            if self.ctc_decoder is not None:  # beam search
+                return self.ctc_decoder(logits)
+            return decode_ctc(self.processor.tokenizer, logits)  # greedy, as in training
         if self.whisper:  # short utterances in one call, longer ones by long-form decoding
             return generate_texts(self.model, self.processor.tokenizer, **inputs, **self.generate_kwargs)
         generated = self.model.generate(**inputs, **self.generate_kwargs)
@@ -242,6 +253,7 @@ def _full_precision(ckpt: Path) -> dict[str, Any]:
 def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recognizer:
     """The Recognizer of ``cfg.checkpoint`` in ``dtype`` (a ``.ckpt`` is exported to ``workdir``)."""
     checkpoint = str(cfg.checkpoint)
+    decoding = DecodingOptions.from_config(cfg) if "decoder" in cfg else None  # evaluate and transcribe have one
     if checkpoint.endswith(".ckpt"):
         path = Path(checkpoint)
         if not path.is_file():
@@ -264,4 +276,5 @@ def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recogni
         generation_max_length=cfg.generation_max_length,
         chunk_length_s=cfg.chunk_length_s,
         stride_length_s=cfg.stride_length_s,
+        decoding=decoding,
     )

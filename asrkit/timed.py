@@ -3,7 +3,8 @@ JSON, SRT and WebVTT.
 
 Whisper's segments are the ones its decoding cuts at the timestamps it predicts
 (:func:`asrkit.whisper_segments.generate_segments`); a CTC model's are its greedy path's words
-(:func:`asrkit.longform.ctc_words`, timed by the model's frame stride) grouped at pauses and at a longest
+(:func:`asrkit.longform.ctc_words`, timed by the model's frame stride; with ``decoder=beam`` the best beam's
+words, :meth:`asrkit.ctc_decoding.CTCDecoder.timed`) grouped at pauses and at a longest
 length (:func:`asrkit.longform.group_words`). Either way the text is the one :meth:`Recognizer.__call__`
 gives (what transcripts.txt holds), and the segments are made playable by
 :func:`asrkit.subtitles.clean_segments` (within the file, in order, none empty).
@@ -27,9 +28,16 @@ def _ctc_batch(
     logits = recognizer.ctc_logits(batch["inputs"], batch["lengths"])
     tokenizer = recognizer.processor.tokenizer
     stride = recognizer.model.config.inputs_to_logits_ratio / recognizer.sampling_rate  # seconds per frame
+    if recognizer.ctc_decoder is not None:  # beam search: its text, its best beam's word frames
+        timed = recognizer.ctc_decoder.timed(logits, stride)
+    else:  # greedy: the greedy path's words
+        timed = [
+            (text, ctc_words(tokenizer, values, stride))
+            for text, values in zip(decode_ctc(tokenizer, logits), logits, strict=True)
+        ]
     return [
-        {"text": text, "segments": group_words(ctc_words(tokenizer, values, stride), max_seconds, max_pause, words)}
-        for text, values in zip(decode_ctc(tokenizer, logits), logits, strict=True)
+        {"text": text, "segments": group_words(timed_words, max_seconds, max_pause, words)}
+        for text, timed_words in timed
     ]
 
 

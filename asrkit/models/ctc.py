@@ -2,15 +2,16 @@
 
 Any CTC model of the wav2vec2 family (wav2vec2, XLS-R, HuBERT, WavLM, data2vec-audio, ...) takes raw waveforms
 and gives one vector of logits per frame. :func:`ctc_loss` is the loss of transformers' ``*ForCTC`` models
-computed in float32 whatever autocast is on; :func:`greedy_transcribe` is the one greedy decoder, written so
-that an utterance decodes to the same text whatever shares its batch; :class:`Wav2Vec2CTCCollator` makes
-training batches (normalised waveforms, character labels), with the inputs :func:`feature_extractor_for` says.
+computed in float32 whatever autocast is on; :func:`utterance_logits` gives each utterance the logits it gets
+alone, whatever shares its batch, and :func:`greedy_transcribe` is the one greedy decoder of them;
+:class:`Wav2Vec2CTCCollator` makes training batches (normalised waveforms, character labels), with the inputs
+:func:`feature_extractor_for` says.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -65,30 +66,25 @@ def batches_safely(config: Any, attention_mask: torch.Tensor | None) -> bool:
 def utterance_logits(
     model: Any, input_values: torch.Tensor, input_lengths: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> list[torch.Tensor]:
-    """Each utterance's logits (frames, symbols), as it gets them alone, frames computed from padding cut off.
+    """Each utterance's logits (frames x symbols, on the model's device), cut to the frames it really has.
 
-    ``input_values`` is a zero-padded batch of waveforms, ``input_lengths`` their lengths in samples. Models
-    that a padded batch would change (:func:`batches_safely`) run on each group of utterances of one length,
-    unpadded. What any CTC decoder (greedy here, a beam search elsewhere) starts from.
+    ``input_values`` is a zero-padded batch of waveforms, ``input_lengths`` their lengths in samples. Frames
+    computed from padding are cut off; models that a padded batch would change (:func:`batches_safely`) run
+    on each group of utterances of one length, unpadded, so every utterance gets the logits it gets alone.
+    What every CTC decoder starts from (:func:`greedy_transcribe`, :mod:`asrkit.ctc_decoding`).
     """
     lengths = [int(n) for n in input_lengths]
     frames = model._get_feat_extract_output_lengths(torch.as_tensor(lengths)).tolist()
     rows: list[Any] = [None] * len(lengths)
     if batches_safely(model.config, attention_mask):
-        logits = model(input_values=input_values, attention_mask=attention_mask).logits.cpu()
-        rows = [row[:n] for row, n in zip(logits, frames, strict=True)]
-    else:
-        for length in sorted(set(lengths)):
-            group = [i for i, n in enumerate(lengths) if n == length]
-            logits = model(input_values=input_values[group, :length]).logits.cpu()
-            for i, row in zip(group, logits, strict=True):
-                rows[i] = row[: frames[i]]
+        logits = model(input_values=input_values, attention_mask=attention_mask).logits
+        return [row[:n] for row, n in zip(logits, frames, strict=True)]
+    for length in sorted(set(lengths)):
+        group = [i for i, n in enumerate(lengths) if n == length]
+        logits = model(input_values=input_values[group, :length]).logits
+        for i, row in zip(group, logits, strict=True):
+            rows[i] = row[: frames[i]]
     return rows
-
-
-def greedy_decode(tokenizer: Any, logits: list[torch.Tensor]) -> list[str]:
-    """Greedy CTC decoding of per-utterance logits: the best symbol per frame, repeats merged, blanks dropped."""
-    return tokenizer.batch_decode([row.argmax(dim=-1) for row in logits])
 
 
 @torch.no_grad()
@@ -99,9 +95,15 @@ def greedy_transcribe(
     input_lengths: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
 ) -> list[str]:
-    """Greedy CTC decoding of a zero-padded batch, every utterance decoded as it is alone
-    (:func:`utterance_logits`, then :func:`greedy_decode`)."""
+    """Greedy CTC decoding (:func:`greedy_decode`) of each utterance's :func:`utterance_logits`, so that it decodes
+    to the same text whatever shares its batch."""
     return greedy_decode(tokenizer, utterance_logits(model, input_values, input_lengths, attention_mask))
+
+
+def greedy_decode(tokenizer: Any, logits: Sequence[Any]) -> list[str]:
+    """The best symbol of each frame of each utterance's logits (tensors or arrays, frames x symbols), repeats
+    merged, blanks dropped (``batch_decode``)."""
+    return tokenizer.batch_decode([torch.as_tensor(row).argmax(dim=-1).cpu() for row in logits])
 
 
 class Wav2Vec2CTCCollator:
