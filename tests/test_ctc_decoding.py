@@ -123,6 +123,20 @@ def test_hotwords_move_the_beam_to_them(tokenizer: Wav2Vec2CTCTokenizer, tmp_pat
     assert CTCDecoder(tokenizer, len(tokenizer.get_vocab()), weightless)(logits) == ["the cot sot"]
 
 
+def test_beam_search_times_the_words_of_its_own_text(tokenizer: Wav2Vec2CTCTokenizer, tmp_path: Path) -> None:
+    """Subtitles of a beam-decoded file carry the beam's words (here a hotword greedy decoding never writes), timed
+    by the frames pyctcdecode kept for them: each of "the cat sat" spans its 3 letters and their blanks."""
+    logits = [_log_probs(tokenizer, _spoken("the cat sat", doubtful={"a"}))]
+    hot = CTCDecoder(tokenizer, len(tokenizer.get_vocab()), _options(tmp_path, "decoder=beam", "beam.hotwords=[cat]"))
+    [(text, words)] = hot.timed(logits, seconds_per_frame=0.02)
+    assert text == "the cat sot" == hot(logits)[0]
+    assert [word["word"] for word in words] == ["the", "cat", "sot"]
+    starts = [word["start"] for word in words]
+    assert starts == sorted(starts) and starts[0] == 0.0
+    assert all(0.02 * 4 <= word["end"] - word["start"] <= 0.02 * 6 for word in words)  # 3 letters + blanks
+    assert words[1]["start"] == pytest.approx(0.02 * 8)  # after "the" and a space, each with its blank
+
+
 def test_the_unknown_token_is_written_as_the_tokenizer_writes_it(
     tokenizer: Wav2Vec2CTCTokenizer, tmp_path: Path
 ) -> None:
@@ -136,8 +150,8 @@ def test_the_unknown_token_is_written_as_the_tokenizer_writes_it(
 
 
 @pytest.fixture(scope="module")
-def trigram(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3-gram by KenLM's lmplz and build_binary (python -m asrkit.kenlm_tools builds them; CI does first) of a
+def trigram(tmp_path_factory: pytest.TempPathFactory, kenlm_tools_built: None) -> Path:
+    """A 3-gram by KenLM's lmplz and build_binary (built by the fixture where missing) of a
     corpus where "cat" follows "the" and "cot" never does: lm.arpa, lm.bin and unigrams.txt."""
     out = tmp_path_factory.mktemp("lm")
     write_corpus(SENTENCES[:1] * 30 + SENTENCES[1:] * 3, out / "corpus.txt")

@@ -64,9 +64,9 @@ def _asrkit_ctc_export(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+def built(tmp_path_factory: pytest.TempPathFactory, kenlm_tools_built: None) -> tuple[Path, Path, str]:
     """``python -m asrkit.lm data=demo order=3 export=<a tiny CTC export>``: its output folder, the export and
-    what it printed. KenLM's tools must be built (CI does: python -m asrkit.kenlm_tools), else this fails."""
+    what it printed (KenLM's tools built by the fixture where missing)."""
     root = tmp_path_factory.mktemp("lm")
     export = _asrkit_ctc_export(root / "export")
     overrides = ["data=demo", "order=3", f"output={root / 'lm'}", f"export={export}"]
