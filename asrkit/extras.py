@@ -16,6 +16,11 @@ EXTRAS = {
     "mlflow": "mlflow",
     "gradio": "demo",
     "matplotlib": "plot",
+    "ctranslate2": "ct2",
+    "faster_whisper": "ct2",
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
 }
 
 

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq,
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
 from asrkit.adapters import AdapterOptions
+from asrkit.backends import exported_format, load_exported
 from asrkit.data.padding import pad_waveforms
 from asrkit.models.ctc import greedy_transcribe
 from asrkit.models.steps import DTYPES
@@ -228,9 +229,12 @@ def _full_precision(ckpt: Path) -> dict[str, Any]:
     return {"peft": options.unquantized()} if options.quantized else {}
 
 
-def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recognizer:
-    """The Recognizer of ``cfg.checkpoint`` in ``dtype`` (a ``.ckpt`` is exported to ``workdir``)."""
+def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Any:
+    """The Recognizer of ``cfg.checkpoint`` in ``dtype`` (a ``.ckpt`` is exported to ``workdir``); a CTranslate2
+    or ONNX export gets its runtime's recogniser (:mod:`asrkit.backends`), in the dtype it was exported in."""
     checkpoint = str(cfg.checkpoint)
+    if exported_format(checkpoint):
+        return load_exported(checkpoint, cfg, FeatureCollator)
     if checkpoint.endswith(".ckpt"):
         path = Path(checkpoint)
         if not path.is_file():
