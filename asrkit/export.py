@@ -63,6 +63,7 @@ def _convert(recognizer: Any, source: str, output: Path, fmt: str, quantization:
         return ["model.bin"]
     from asrkit.backends import onnx_graphs
 
+    output.mkdir(parents=True, exist_ok=True)
     if recognizer.whisper:
         graphs = onnx_graphs.export_whisper(model, output)
     else:
@@ -123,7 +124,6 @@ def export(cfg: DictConfig) -> Path:
         raise ValueError(f"checkpoint={cfg.checkpoint} is a {already} export: give the PyTorch export, hub id or .ckpt")
     run_dir = Path(cfg.paths.output_dir)
     output = Path(cfg.output) if cfg.output else run_dir / (fmt + (f"-{quantization}" if quantization else ""))
-    output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="asrkit-export-") as workdir:
         recognizer = load_recognizer(cfg, workdir, "float32")
         source = workdir if str(cfg.checkpoint).endswith(".ckpt") else str(cfg.checkpoint)

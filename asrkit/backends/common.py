@@ -53,12 +53,12 @@ class WhisperDecoding:
         multilingual = getattr(generation, "is_multilingual", bool(language_ids))
         forced = dict(generation.forced_decoder_ids or [])  # old checkpoints: {position: token}
         if multilingual:
-            language = language or generation.language
+            language = language or getattr(generation, "language", None)
             if language is not None:
                 prompt.append(_language_token(generation.lang_to_id, language))
-            elif 1 in forced:
+            elif forced.get(1) is not None:
                 prompt.append(forced[1])
-            task = task or generation.task or "transcribe"
+            task = task or getattr(generation, "task", None) or "transcribe"
             prompt.append(generation.task_to_id[task])
         elif language not in (None, "en") or task not in (None, "transcribe"):
             raise ValueError(f"language={language}, task={task}: the export is an English-only Whisper")

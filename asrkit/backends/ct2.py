@@ -162,9 +162,9 @@ class CT2Recognizer:
         languages: list[Any] = [None] * len(lengths)
         if self.decoding.detect_language:
             encoded = self.model.encode(features, to_cpu=self.device == "cpu")
-            tokenizer = self.processor.tokenizer
-            best = [scores[0][0] for scores in self.model.detect_language(encoded)]
-            languages = [tokenizer.convert_tokens_to_ids(token) for token, _ in best]
+            tokenizer = self.processor.tokenizer  # each utterance's languages, likeliest first
+            detected = self.model.detect_language(encoded)
+            languages = [tokenizer.convert_tokens_to_ids(ranked[0][0]) for ranked in detected]
         decoding = self.decoding
         prompt_length = len(decoding.prompt) + decoding.detect_language
         results = self.model.generate(
