@@ -56,6 +56,11 @@ def _versions(fmt: str) -> dict[str, str]:
 def _convert(recognizer: Any, source: str, output: Path, fmt: str, quantization: str | None) -> list[str]:
     """Write the converted model into ``output``; the graph files (ONNX) or model files (CTranslate2)."""
     model = recognizer.model
+    if recognizer.kind == "seq2seq" and not recognizer.whisper:
+        raise ValueError(
+            f"format={fmt}: {model.config.model_type} is not Whisper; asrkit exports Whisper and the CTC models "
+            "of the wav2vec2 family"
+        )
     if fmt == "ct2":
         from asrkit.backends.ct2 import convert
 

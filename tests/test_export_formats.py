@@ -17,7 +17,9 @@ from asrkit.config import compose_config
 from asrkit.evaluate import evaluate
 from asrkit.export import export
 from asrkit.extras import require
+from asrkit.train import train
 from asrkit.transcribe import transcribe
+from tests.conftest import TINY_RUN
 from tests.hub_repo import demo_rows
 from tests.replicas.whisper import build_whisper_replica
 from tests.test_evaluate import _tiny_ctc_export
@@ -217,3 +219,13 @@ def test_exporting_an_export_and_a_missing_runtime_are_refused(tmp_path: Path, m
     monkeypatch.setitem(__import__("sys").modules, "ctranslate2", None)  # as if not installed
     with pytest.raises(ImportError, match=r"needs the ctranslate2 package .*pip install 'asrkit\[ct2\]'$"):
         evaluate(compose_config([f"checkpoint={folder}", "data=demo"], tmp_path / "e", config_name="evaluate"))
+
+
+@pytest.mark.slow
+def test_a_lightning_checkpoint_is_exported_through_its_pytorch_export(tmp_path: Path) -> None:
+    """checkpoint=<run>/checkpoints/last.ckpt: rebuilt, exported to PyTorch, then converted; parity on the ckpt."""
+    run = tmp_path / "train"
+    train(compose_config(TINY_RUN, run))
+    folder = _export(run / "checkpoints" / "last.ckpt", tmp_path / "run", "format=ct2")
+    _check_parity_and_card(folder, "ct2", None, exact=True)
+    assert json.loads((folder / "asrkit_export.json").read_text())["source"].endswith("last.ckpt")

@@ -14,8 +14,9 @@ asrkit's transformers 5 excludes, so the graphs are traced from asrkit's own sma
   not trace into graph inputs; it computes what ``WhisperDecoderLayer`` computes (pre-norm self-attention with
   the query scaled before the product, cross-attention, feed-forward), which the tests check against generate.
 
-``quantize_int8`` is onnxruntime's dynamic quantization: int8 weights of the matrix products, activations
-quantised per batch at run time.
+``quantize_int8`` is onnxruntime's dynamic quantization of the matrix products (``MatMul``, ``Gemm``): int8
+weights, activations quantised per batch at run time. Convolutions stay float32: wav2vec2's positional
+convolution has a weight-normalised kernel, computed in the graph, which the quantizer cannot take as a weight.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from asrkit.extras import require
 log = logging.getLogger(__name__)
 
 OPSET = 18  # the default opset of torch 2.11's exporter
+PROTOBUF_LIMIT = 2**31 - 1  # bytes of one .onnx file; larger weights go to <graph>.onnx.data beside it
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -113,6 +115,10 @@ class CTCGraph(nn.Module):
         return self.model(input_values=input_values, attention_mask=attention_mask).logits
 
 
+def _weight_bytes(module: nn.Module) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in module.state_dict().values())
+
+
 def _export(module: nn.Module, args: tuple, names: tuple[list[str], list[str]], shapes: dict, path: Path) -> None:
     """``torch.onnx.export`` (the dynamo exporter) with named inputs/outputs and dynamic dimensions."""
     require("onnxscript", "format=onnx")
@@ -125,7 +131,7 @@ def _export(module: nn.Module, args: tuple, names: tuple[list[str], list[str]], 
         dynamic_shapes=shapes,
         opset_version=OPSET,
         dynamo=True,
-        external_data=False,
+        external_data=_weight_bytes(module) > PROTOBUF_LIMIT // 2,
         verbose=False,
     )
     program.save(str(path))
@@ -180,12 +186,14 @@ def export_ctc(model: Any, folder: Path, attention_mask: bool) -> list[str]:
 
 
 def quantize_int8(folder: Path, graphs: list[str]) -> None:
-    """Each graph replaced by its onnxruntime dynamic int8 quantization (int8 weights of MatMul/Gemm)."""
+    """Each graph replaced by its onnxruntime dynamic int8 quantization (see the module docstring)."""
     require("onnxruntime", "format=onnx quantization=int8")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     for name in graphs:
         path = folder / name
         quantized = path.with_suffix(".int8.onnx")
-        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            str(path), str(quantized), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8
+        )
         quantized.replace(path)
