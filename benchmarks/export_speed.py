@@ -8,7 +8,8 @@ PyTorch and every folder on the test split of ``--data`` with the same data, nor
 Speed is evaluate's audio seconds per wall-clock second (reading, features, model and decoding; loading excluded),
 the best of ``--repeats`` passes taken in turn across the variants. Each row prints its speed ratio to PyTorch
 (= PyTorch's real-time factor over the export's), WER delta and the share of transcripts identical to PyTorch's;
-an export a runtime cannot make prints its one-line reason. ``RESULT export_speed`` is the CTranslate2 float32 Whisper's speed ratio to PyTorch.
+an export a runtime cannot make prints its one-line reason. ``RESULT export_speed`` is the CTranslate2 float32
+Whisper's speed ratio to PyTorch.
 """
 
 from __future__ import annotations
