@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,9 @@ class CT2Recognizer:
         self.device = device.split(":")[0]
         index = int(device.split(":")[1]) if ":" in device else 0
         model_class = ctranslate2.models.Whisper if self.whisper else ctranslate2.models.Wav2Vec2
-        self.model = model_class(folder, device=self.device, device_index=index)
+        # CTranslate2's default is 4 threads whatever the machine; torch and onnxruntime use the cores there are
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 4
+        self.model = model_class(folder, device=self.device, device_index=index, intra_threads=threads)
         self.processor = load_processor(folder)
         if self.whisper:
             positions = exported_settings(folder).get("max_target_positions", 448)  # 448: every OpenAI Whisper
