@@ -229,3 +229,17 @@ def test_a_lightning_checkpoint_is_exported_through_its_pytorch_export(tmp_path:
     folder = _export(run / "checkpoints" / "last.ckpt", tmp_path / "run", "format=ct2")
     _check_parity_and_card(folder, "ct2", None, exact=True)
     assert json.loads((folder / "asrkit_export.json").read_text())["source"].endswith("last.ckpt")
+
+
+@pytest.mark.parametrize("fmt", ["ct2", "onnx"])
+def test_audio_past_the_window_is_a_one_line_refusal(fmt: str, request, tmp_path: Path) -> None:
+    """Long-form decoding (transformers' sequential windows) is PyTorch's only: an exported Whisper says so."""
+    import numpy as np
+    import soundfile
+
+    long = np.concatenate([np.zeros(16000 * 31, dtype=np.float32), np.ones(10, dtype=np.float32) * 0.1])
+    soundfile.write(tmp_path / "long.wav", long, 16000)
+    folder = request.getfixturevalue(f"whisper_{fmt}")
+    cfg = compose_config([f"checkpoint={folder}", f"audio={tmp_path / 'long.wav'}"], tmp_path / "out", "transcribe")
+    with pytest.raises(ValueError, match=r"^checkpoint=.*: 1 utterance\(s\) longer than Whisper's input window; "):
+        transcribe(cfg)
