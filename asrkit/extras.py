@@ -18,6 +18,11 @@ EXTRAS = {
     "matplotlib": "plot",
     "pyctcdecode": "lm",
     "kenlm": "lm",
+    "ctranslate2": "ct2",
+    "faster_whisper": "ct2",
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
 }
 
 

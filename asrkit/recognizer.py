@@ -26,6 +26,7 @@ from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq,
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
 from asrkit.adapters import AdapterOptions
+from asrkit.backends import exported_format, load_exported
 from asrkit.ctc_decoding import CTCDecoder, DecodingOptions
 from asrkit.data.padding import pad_waveforms
 from asrkit.longform import ctc_logits, decode_ctc
@@ -202,6 +203,11 @@ class Recognizer:
         generated = self.model.generate(**inputs, **self.generate_kwargs)
         return self.processor.batch_decode(generated, skip_special_tokens=True)
 
+    @property
+    def seconds_per_frame(self) -> float:
+        """CTC: seconds of audio per output frame (the front end's strides over the sampling rate)."""
+        return self.model.config.inputs_to_logits_ratio / self.sampling_rate
+
     def ctc_logits(self, inputs: dict[str, torch.Tensor], lengths: list[int]) -> list[torch.Tensor]:
         """Each utterance's CTC logits (frames, symbols), longer ones stitched from ``chunk_length_s`` windows."""
         inputs = self._to_device(inputs)
@@ -250,10 +256,13 @@ def _full_precision(ckpt: Path) -> dict[str, Any]:
     return {"peft": options.unquantized()} if options.quantized else {}
 
 
-def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Recognizer:
-    """The Recognizer of ``cfg.checkpoint`` in ``dtype`` (a ``.ckpt`` is exported to ``workdir``)."""
+def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Any:
+    """The Recognizer of ``cfg.checkpoint`` in ``dtype`` (a ``.ckpt`` is exported to ``workdir``); a CTranslate2
+    or ONNX export gets its runtime's recogniser (:mod:`asrkit.backends`), in the dtype it was exported in."""
     checkpoint = str(cfg.checkpoint)
     decoding = DecodingOptions.from_config(cfg) if "decoder" in cfg else None  # evaluate and transcribe have one
+    if exported_format(checkpoint):
+        return load_exported(checkpoint, cfg, FeatureCollator, decoding)
     if checkpoint.endswith(".ckpt"):
         path = Path(checkpoint)
         if not path.is_file():

@@ -27,7 +27,7 @@ def _ctc_batch(
 ) -> list[dict[str, Any]]:
     logits = recognizer.ctc_logits(batch["inputs"], batch["lengths"])
     tokenizer = recognizer.processor.tokenizer
-    stride = recognizer.model.config.inputs_to_logits_ratio / recognizer.sampling_rate  # seconds per frame
+    stride = recognizer.seconds_per_frame
     if recognizer.ctc_decoder is not None:  # beam search: its text, its best beam's word frames
         timed = recognizer.ctc_decoder.timed(logits, stride)
     else:  # greedy: the greedy path's words
@@ -68,6 +68,10 @@ def transcribe_timed(
     docstring); ``max_segment_seconds`` and ``segment_pause_seconds`` cut a CTC model's words into segments."""
     if word_timestamps and recognizer.kind == "seq2seq" and not recognizer.whisper:
         raise ValueError(f"word_timestamps=true: {recognizer.model.name_or_path} is not a Whisper or CTC model")
+    if word_timestamps and recognizer.whisper and not isinstance(recognizer, Recognizer):
+        raise ValueError(
+            "word_timestamps=true: an exported Whisper (CTranslate2, ONNX) gives no word times; use its PyTorch export"
+        )
     if word_timestamps and recognizer.whisper:
         set_alignment_heads(recognizer.model, alignment_heads, recognizer.model.name_or_path)
     collator, rate = recognizer.collator(), recognizer.sampling_rate
@@ -77,9 +81,9 @@ def transcribe_timed(
         batch = collator([{"index": i, "audio": audio, "reference": ""} for i, audio in enumerate(chunk)])
         if recognizer.kind == "ctc":
             found = _ctc_batch(recognizer, batch, word_timestamps, max_segment_seconds, segment_pause_seconds)
-        elif recognizer.whisper:
+        elif recognizer.whisper and isinstance(recognizer, Recognizer):
             found = _whisper_batch(recognizer, batch, word_timestamps)
-        else:  # another sequence-to-sequence model: its text, over the whole file
+        else:  # another sequence-to-sequence model, or an exported Whisper (audio within its window): its text
             found = [
                 {"text": text, "segments": [{"start": 0.0, "end": len(audio) / rate, "text": text}]}
                 for text, audio in zip(recognizer(batch["inputs"], batch["lengths"]), chunk, strict=True)
