@@ -192,7 +192,7 @@ class Recognizer:
         """Texts of a batch of model inputs; ``lengths`` are the audio lengths in samples, before padding."""
         if not inputs:
             return []
-        inputs = self._to_device(inputs)
+        inputs = self.to_device(inputs)
         if self.kind == "ctc":  # each utterance's logits as it gets them alone (window by window past chunk_length_s)
             logits = self.ctc_logits(inputs, lengths)
             if self.ctc_decoder is not None:  # beam search
@@ -210,7 +210,7 @@ class Recognizer:
 
     def ctc_logits(self, inputs: dict[str, torch.Tensor], lengths: list[int]) -> list[torch.Tensor]:
         """Each utterance's CTC logits (frames, symbols), longer ones stitched from ``chunk_length_s`` windows."""
-        inputs = self._to_device(inputs)
+        inputs = self.to_device(inputs)
         return ctc_logits(
             self.model,
             inputs["input_values"],
@@ -221,12 +221,12 @@ class Recognizer:
             self.sampling_rate,
         )
 
-    def _to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Tensors (also in nested dicts) on the model's device, floating point ones in its dtype."""
         moved = {}
         for key, value in inputs.items():
             if isinstance(value, dict):
-                value = self._to_device(value)
+                value = self.to_device(value)
             elif isinstance(value, torch.Tensor):
                 value = value.to(self.device, self.dtype if value.is_floating_point() else value.dtype)
             moved[key] = value

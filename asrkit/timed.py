@@ -43,7 +43,7 @@ def _ctc_batch(
 
 def _whisper_batch(recognizer: Recognizer, batch: dict[str, Any], words: bool) -> list[dict[str, Any]]:
     hop = recognizer.processor.feature_extractor.hop_length  # samples per log-mel frame
-    inputs = recognizer._to_device(batch["inputs"])
+    inputs = recognizer.to_device(batch["inputs"])
     frames = [-(-n // hop) for n in batch["lengths"]]
     return generate_segments(
         recognizer.model,

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from asrkit.models.whisper import _timestamps_beyond_window
+from asrkit.models.whisper import timestamps_beyond_window
 
 
 def set_alignment_heads(model: Any, heads: list[list[int]] | None, checkpoint: str) -> None:
@@ -129,7 +129,7 @@ def generate_segments(
             results[row] = result
     if long_rows:
         assert long_form is not None
-        beyond = _timestamps_beyond_window(model)
+        beyond = timestamps_beyond_window(model)
         if beyond:  # as generate_texts: no timestamp past the window
             generate_kwargs = generate_kwargs | {
                 "suppress_tokens": [*(model.generation_config.suppress_tokens or []), *beyond]

@@ -76,7 +76,7 @@ def is_english_only(model: WhisperForConditionalGeneration) -> bool:
     return not multilingual
 
 
-def _timestamps_beyond_window(model: WhisperForConditionalGeneration) -> list[int]:
+def timestamps_beyond_window(model: WhisperForConditionalGeneration) -> list[int]:
     """Timestamp tokens past the model's input window: none for the 30 s checkpoints (1500 encoder positions,
     one 20 ms timestamp each), the most of them for a small window such as the demo model's 3 s, where
     long-form decoding would otherwise seek past audio on a timestamp the window cannot hold."""
@@ -101,7 +101,7 @@ def generate_texts(
     ``input_features``; the rows of ``long_form`` (longer utterances, whole) by transformers' long-form
     sequential decoding: full-length features with their attention mask and ``return_timestamps=True``,
     the window moving on by the timestamps the model predicts, as transformers documents it (timestamps
-    past the window are suppressed: see _timestamps_beyond_window).
+    past the window are suppressed: see timestamps_beyond_window).
     """
     long_rows = list(long_form["rows"]) if long_form else []
     short_rows = [row for row in range(len(input_features)) if row not in long_rows]
@@ -113,7 +113,7 @@ def generate_texts(
             texts[row] = text
     if long_rows:
         assert long_form is not None
-        beyond = _timestamps_beyond_window(model)
+        beyond = timestamps_beyond_window(model)
         if beyond:
             suppress = [*(model.generation_config.suppress_tokens or []), *beyond]
             generate_kwargs = generate_kwargs | {"suppress_tokens": suppress}
