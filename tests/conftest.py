@@ -19,10 +19,11 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 import soundfile  # noqa: E402
-from transformers import WhisperFeatureExtractor, WhisperTokenizer, pipeline  # noqa: E402
+from transformers import Wav2Vec2Config, WhisperFeatureExtractor, WhisperTokenizer, pipeline  # noqa: E402
 
 from asrkit.config import asset_path, compose_config  # noqa: E402
 from asrkit.models.whisper_collator import WhisperCollator  # noqa: E402
@@ -165,6 +166,23 @@ def run_asrkit_command(run_dir: Path, *overrides: str, timeout: int = 1800) -> t
     output = run.stdout + run.stderr  # Hydra's console log goes to stdout
     assert run.returncode == 0, output[-3000:]
     return output, json.loads((run_dir / "metrics.json").read_text())
+
+
+def tiny_ctc_config(vocab_size: int, pad_token_id: int, **changes: Any) -> Wav2Vec2Config:
+    """The tests' tiny random wav2vec2 CTC layout (hidden 32, one layer, a 2-layer front end of stride 320), with
+    ``changes`` (e.g. ``feat_extract_norm``, ``num_hidden_layers``)."""
+    sizes = {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_dim": (32, 32),
+        "conv_stride": (5, 64),
+        "conv_kernel": (10, 64),
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 2,
+    }
+    return Wav2Vec2Config(vocab_size=vocab_size, pad_token_id=pad_token_id, **(sizes | changes))
 
 
 @pytest.fixture(scope="session")

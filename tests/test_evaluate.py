@@ -25,7 +25,7 @@ from asrkit.evaluate import evaluate
 from asrkit.metrics import error_rates
 from asrkit.train import train
 from asrkit.transcribe import transcribe
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, tiny_ctc_config
 from tests.hub_repo import DEMO, demo_rows
 
 # what the tiny run tested: the first 8 test utterances, with the demo model's generation length
@@ -150,20 +150,7 @@ def _tiny_ctc_export(directory: Path, norm: str = "layer") -> Path:
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     tokenizer = Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), word_delimiter_token="|")
     extractor = Wav2Vec2FeatureExtractor(return_attention_mask=norm == "layer")
-    config = Wav2Vec2Config(
-        vocab_size=len(vocab),
-        pad_token_id=0,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(32, 32),
-        conv_stride=(5, 64),
-        conv_kernel=(10, 64),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        feat_extract_norm=norm,
-    )
+    config = tiny_ctc_config(len(vocab), 0, feat_extract_norm=norm)
     torch.manual_seed(0)
     Wav2Vec2ForCTC(config).save_pretrained(directory)
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)

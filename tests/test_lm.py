@@ -11,14 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile
 import torch
-from transformers import (
-    Wav2Vec2Config,
-    Wav2Vec2FeatureExtractor,
-    Wav2Vec2ForCTC,
-    Wav2Vec2Processor,
-    WhisperConfig,
-    pipeline,
-)
+from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor, WhisperConfig, pipeline
 
 from asrkit import kenlm_tools
 from asrkit.config import asset_path
@@ -29,7 +22,7 @@ from asrkit.models.ctc import utterance_logits
 from asrkit.models.ctc_vocab import build_vocabulary, ctc_tokenizer
 from asrkit.recognizer import Recognizer
 from asrkit.transcribe import transcribe
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tiny_ctc_config
 from tests.hub_repo import demo_rows
 
 
@@ -40,19 +33,7 @@ def _asrkit_ctc_export(directory: Path) -> Path:
     vocab = build_vocabulary([row["text"] for row in demo_rows("train")])
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     tokenizer = ctc_tokenizer(directory / "vocab.json")
-    config = Wav2Vec2Config(
-        vocab_size=len(vocab),
-        pad_token_id=vocab["[PAD]"],
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(32, 32),
-        conv_stride=(5, 64),
-        conv_kernel=(10, 64),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-    )
+    config = tiny_ctc_config(len(vocab), vocab["[PAD]"])
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(config)
     with torch.no_grad():  # confident outputs, as a trained model's: few symbols per frame for the beams to try

@@ -16,7 +16,6 @@ import torch
 from hydra.utils import instantiate
 from transformers import (
     GenerationConfig,
-    Wav2Vec2Config,
     Wav2Vec2CTCTokenizer,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2ForCTC,
@@ -28,7 +27,7 @@ from asrkit.recognizer import Recognizer
 from asrkit.subtitles import check_formats, clean_segments, format_timestamp, to_srt, to_vtt
 from asrkit.timed import transcribe_timed
 from asrkit.transcribe import transcribe
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tiny_ctc_config
 from tests.hub_repo import demo_rows
 
 RATE = 16_000
@@ -117,20 +116,7 @@ def _ctc_export(directory: Path, layers: int) -> Path:
     vocab = {"<pad>": 0, "<unk>": 1, "|": 2} | {char: i + 3 for i, char in enumerate(_characters())}
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     tokenizer = Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), word_delimiter_token="|")
-    config = Wav2Vec2Config(
-        vocab_size=len(vocab),
-        pad_token_id=0,
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(32, 32),
-        conv_stride=(5, 64),
-        conv_kernel=(10, 64),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        feat_extract_norm="layer",
-    )
+    config = tiny_ctc_config(len(vocab), 0, num_hidden_layers=layers, feat_extract_norm="layer")
     torch.manual_seed(0)
     Wav2Vec2ForCTC(config).save_pretrained(directory)
     extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True)
