@@ -17,6 +17,7 @@ reads word times off the greedy path; :func:`group_words` makes subtitle segment
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,15 +119,19 @@ def ctc_logits(
     return logits
 
 
-def decode_ctc(tokenizer: Any, logits: list[torch.Tensor]) -> list[str]:
-    """The texts of per-utterance CTC logits (frames, symbols): every CTC text asrkit reports comes from here."""
+def decode_ctc(tokenizer: Any, logits: Sequence[Any], beam_search: Any = None) -> list[str]:
+    """The texts of per-utterance CTC logits (frames, symbols; tensors or arrays): every CTC text asrkit reports,
+    from a PyTorch model or an export, comes from here. ``beam_search``: a :class:`asrkit.ctc_decoding.CTCDecoder`
+    (decoder=beam); None: greedy, as training decodes."""
+    if beam_search is not None:
+        return beam_search(logits)
     return greedy_decode(tokenizer, logits)
 
 
-def ctc_words(tokenizer: Any, logits: torch.Tensor, seconds_per_frame: float) -> list[dict[str, Any]]:
+def ctc_words(tokenizer: Any, logits: Any, seconds_per_frame: float) -> list[dict[str, Any]]:
     """The words of the greedy path with their times: a word starts at its first symbol's first frame and ends
     after its last symbol's last frame (frames times the model's stride, ``inputs_to_logits_ratio / rate``)."""
-    decoded = tokenizer.decode(logits.argmax(dim=-1), output_word_offsets=True)
+    decoded = tokenizer.decode(torch.as_tensor(logits).argmax(dim=-1), output_word_offsets=True)
     return [
         {
             "start": offset["start_offset"] * seconds_per_frame,

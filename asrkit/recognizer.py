@@ -27,6 +27,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, 
 
 from asrkit.adapters import AdapterOptions
 from asrkit.backends import exported_format, load_exported
+from asrkit.backends.common import transcribe_waveforms
 from asrkit.ctc_decoding import CTCDecoder, DecodingOptions
 from asrkit.data.padding import pad_waveforms
 from asrkit.longform import ctc_logits, decode_ctc
@@ -180,12 +181,7 @@ class Recognizer:
     def transcribe(self, waveforms: list[np.ndarray], batch_size: int) -> list[str]:
         """The text of each mono float32 waveform at :attr:`sampling_rate`, ``batch_size`` per forward pass:
         what :mod:`asrkit.transcribe` prints for a file and :mod:`asrkit.demo` shows for a recording."""
-        collator, texts = self.collator(), []
-        for start in range(0, len(waveforms), batch_size):
-            chunk = waveforms[start : start + batch_size]
-            batch = collator([{"index": i, "audio": audio, "reference": ""} for i, audio in enumerate(chunk)])
-            texts += [text.strip() for text in self(batch["inputs"], batch["lengths"])]
-        return texts
+        return transcribe_waveforms(self, waveforms, batch_size)
 
     @torch.no_grad()
     def __call__(self, inputs: dict[str, torch.Tensor], lengths: list[int]) -> list[str]:
@@ -194,10 +190,7 @@ class Recognizer:
             return []
         inputs = self.to_device(inputs)
         if self.kind == "ctc":  # each utterance's logits as it gets them alone (window by window past chunk_length_s)
-            logits = self.ctc_logits(inputs, lengths)
-            if self.ctc_decoder is not None:  # beam search
-                return self.ctc_decoder(logits)
-            return decode_ctc(self.processor.tokenizer, logits)  # greedy, as in training
+            return decode_ctc(self.processor.tokenizer, self.ctc_logits(inputs, lengths), self.ctc_decoder)
         if self.whisper:  # short utterances in one call, longer ones by long-form decoding
             return generate_texts(self.model, self.processor.tokenizer, **inputs, **self.generate_kwargs)
         generated = self.model.generate(**inputs, **self.generate_kwargs)

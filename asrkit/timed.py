@@ -31,10 +31,8 @@ def _ctc_batch(
     if recognizer.ctc_decoder is not None:  # beam search: its text, its best beam's word frames
         timed = recognizer.ctc_decoder.timed(logits, stride)
     else:  # greedy: the greedy path's words
-        timed = [
-            (text, ctc_words(tokenizer, values, stride))
-            for text, values in zip(decode_ctc(tokenizer, logits), logits, strict=True)
-        ]
+        texts = decode_ctc(tokenizer, logits)
+        timed = [(text, ctc_words(tokenizer, values, stride)) for text, values in zip(texts, logits, strict=True)]
     return [
         {"text": text, "segments": group_words(timed_words, max_seconds, max_pause, words)}
         for text, timed_words in timed

@@ -267,3 +267,20 @@ def test_an_onnx_ctc_export_decodes_by_beam_search_and_times_its_words(tmp_path:
         starts = [segment["start"] for segment in timed["segments"]]
         assert starts == sorted(starts) and all(segment["end"] <= timed["seconds"] for segment in timed["segments"])
         assert (tmp_path / "onnx" / f"{number}.srt").is_file()
+
+
+def test_an_onnx_ctc_export_times_the_words_of_its_greedy_path(tmp_path: Path) -> None:
+    """Greedy decoding of an exported CTC model (numpy logits) gives timed segments as the PyTorch model does."""
+    source = _tiny_ctc_export(tmp_path / "export")
+    folder = _export(source, tmp_path / "run", "format=onnx", "parity=false")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    shutil.copy(demo_rows("test")[0]["file_name"], audio / "0.flac")
+    timed = {}
+    for name, checkpoint in (("pytorch", source), ("onnx", folder)):
+        overrides = [f"checkpoint={checkpoint}", f"audio={audio}", "formats=[json]", "word_timestamps=true"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            transcribe(compose_config(overrides, tmp_path / name, "transcribe"))
+        timed[name] = json.loads((tmp_path / name / "0.json").read_text(encoding="utf-8"))["segments"]
+    assert timed["onnx"] == timed["pytorch"]  # the same best path, so the same frames
+    assert any(segment.get("words") for segment in timed["onnx"])

@@ -123,7 +123,7 @@ def make_collator(collator_class: type, processor: Any, whisper: bool) -> Any:
 
 
 def transcribe_waveforms(recognizer: Any, waveforms: list[np.ndarray], batch_size: int) -> list[str]:
-    """:meth:`asrkit.recognizer.Recognizer.transcribe` for any recogniser: ``batch_size`` waveforms per call."""
+    """The text of each waveform, ``batch_size`` per call of ``recognizer`` (a PyTorch one or an export's)."""
     collator, texts = recognizer.collator(), []
     for start in range(0, len(waveforms), batch_size):
         chunk = waveforms[start : start + batch_size]
@@ -143,15 +143,6 @@ def ctc_decoder(decoding: Any, kind: str, tokenizer: Any, vocab_size: int, folde
     from asrkit.ctc_decoding import CTCDecoder
 
     return CTCDecoder(tokenizer, vocab_size, decoding, str(folder))
-
-
-def decode_ctc_logits(recognizer: Any, logits: list[np.ndarray]) -> list[str]:
-    """Texts of an export's per-utterance CTC logits: its beam search, else greedy as training decodes."""
-    if recognizer.ctc_decoder is not None:
-        return recognizer.ctc_decoder(logits)
-    from asrkit.models.ctc import greedy_decode
-
-    return greedy_decode(recognizer.processor.tokenizer, logits)
 
 
 def same_length_groups(lengths: list[int]) -> list[list[int]]:

@@ -26,7 +26,6 @@ import numpy as np
 from asrkit.backends.common import (
     WhisperDecoding,
     ctc_decoder,
-    decode_ctc_logits,
     exported_settings,
     load_processor,
     make_collator,
@@ -35,6 +34,7 @@ from asrkit.backends.common import (
     transcribe_waveforms,
 )
 from asrkit.extras import require
+from asrkit.longform import decode_ctc
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class CT2Recognizer:
         import ctranslate2
 
         if not self.whisper:
-            return decode_ctc_logits(self, self.ctc_logits(inputs, lengths))
+            return decode_ctc(self.processor.tokenizer, self.ctc_logits(inputs, lengths), self.ctc_decoder)
         refuse_long_form(inputs, self.folder)
         features = ctranslate2.StorageView.from_array(np.ascontiguousarray(inputs["input_features"].numpy()))
         languages: list[Any] = [None] * len(lengths)

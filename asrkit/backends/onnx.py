@@ -22,7 +22,6 @@ import numpy as np
 from asrkit.backends.common import (
     WhisperDecoding,
     ctc_decoder,
-    decode_ctc_logits,
     exported_settings,
     load_processor,
     make_collator,
@@ -31,6 +30,7 @@ from asrkit.backends.common import (
     transcribe_waveforms,
 )
 from asrkit.extras import require
+from asrkit.longform import decode_ctc
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class OnnxRecognizer:
         if not inputs:
             return []
         if not self.whisper:
-            return decode_ctc_logits(self, self.ctc_logits(inputs, lengths))
+            return decode_ctc(self.processor.tokenizer, self.ctc_logits(inputs, lengths), self.ctc_decoder)
         refuse_long_form(inputs, self.folder)
         tokens = self._greedy(inputs["input_features"].numpy().astype(np.float32))
         return self.processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
