@@ -174,6 +174,21 @@ def test_validation_and_test_are_scored_whole_unless_an_eval_filter_is_set(tmp_p
     }
 
 
+def test_evaluation_batches_can_come_longest_first(tmp_path: Path, collator) -> None:
+    """asrkit.evaluate's order: batches of similar durations (less padding), every utterance once."""
+    _small_audiofolder(tmp_path, count=7)
+    datamodule = _datamodule(tmp_path, collator, eval_batch_size=3)
+    datamodule.setup("test")
+    durations = datamodule.splits.durations["test"]
+    assert len(set(durations)) > 1
+    in_order = [batch["indices"] for batch in datamodule.test_dataloader()]
+    assert in_order == [[0, 1, 2], [3, 4, 5], [6]]  # Lightning's call: the split's order
+    batches = [batch["indices"] for batch in datamodule.test_dataloader(longest_first=True)]
+    assert [len(batch) for batch in batches] == [3, 3, 1]
+    assert sorted(sum(batches, [])) == list(range(7))
+    assert [durations[index] for index in sum(batches, [])] == sorted(durations, reverse=True)
+
+
 def test_missing_transcripts_are_kept_when_text_is_not_required(tmp_path: Path, collator) -> None:
     rows = _small_audiofolder(tmp_path, count=4)
     for split in ("train", "validation", "test"):  # no transcript at all: empty metadata cells

@@ -147,8 +147,9 @@ class ASRDataModule(L.LightningDataModule):
             return primary
         return [primary, *(extra.val_dataloader() for extra in self.extra_validation.values())]
 
-    def test_dataloader(self) -> DataLoader:
-        return self.splits.loader("test", self.eval_batch_size)
+    def test_dataloader(self, longest_first: bool = False) -> DataLoader:
+        """``longest_first``: batches sorted by duration, longest first (map-style data; a stream keeps its order)."""
+        return self.splits.loader("test", self.eval_batch_size, longest_first)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """What the loaders dropped while reading this batch is counted; a training batch about to be trained on

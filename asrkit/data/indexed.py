@@ -187,9 +187,10 @@ class IndexedSplits:
         return dataset.select(keep), seconds
 
     # loaders ----------------------------------------------------------------------------------------
-    def loader(self, role: str, batch_size: int) -> DataLoader:
+    def loader(self, role: str, batch_size: int, longest_first: bool = False) -> DataLoader:
         """Training: batches of ``batch_size`` in a seeded order (duration-bucketed, or one bucket: a plain
-        shuffle) that a resumed run continues where it stopped; evaluation: in order."""
+        shuffle) that a resumed run continues where it stopped; evaluation: in order, or with ``longest_first``
+        sorted by duration, longest first (batches of similar lengths pad less; the largest comes first)."""
         batches = self.options.batches
         seed = batches.bucketing.get("seed", 0)
         common = {
@@ -199,6 +200,11 @@ class IndexedSplits:
             "pin_memory": False,
             "generator": own_generator(seed),
         }
+        if role != "train" and longest_first:
+            durations = self.durations[role]
+            order = sorted(range(len(durations)), key=lambda index: -durations[index])  # stable: ties in order
+            batches = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
+            return DataLoader(self.datasets[role], batch_sampler=batches, **common)
         if role != "train":
             return DataLoader(self.datasets[role], batch_size=batch_size, **common)
         options = batches.sampler_options() if batches.bucketed else {"num_buckets": 1}

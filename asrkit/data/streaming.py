@@ -265,7 +265,8 @@ class StreamingSplits:
         dataset = read_role(self.options, "train", self.prepare_text, streaming=True)
         return [self.prepare_text(row[TEXT] or "") for row in dataset.select_columns([TEXT])]
 
-    def loader(self, role: str, batch_size: int) -> DataLoader:
+    def loader(self, role: str, batch_size: int, longest_first: bool = False) -> DataLoader:
+        """Batches in the stream's order (``longest_first`` cannot apply: nothing is measured before it is read)."""
         stream = self.datasets[role]
         if role == "train":  # a resumed run continues where the checkpoint's training batches ended
             stream.resume_from = self.progress.resume_positions(*self._rank, self.options.batches.num_workers)
