@@ -26,7 +26,7 @@ from transformers import (
 from asrkit.config import asset_path
 from asrkit.data.padding import IGNORE_INDEX
 from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignoring
-from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss
+from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss, greedy_decode
 from asrkit.models.ctc_vocab import build_ctc_tokenizer, build_vocabulary, cached_vocabulary
 from asrkit.models.wav2vec2_ctc import Wav2Vec2CTCModule
 from asrkit.train import train
@@ -69,6 +69,25 @@ def test_tokenizer_maps_spaces_to_the_delimiter_and_unknown_characters_to_unk(tm
     h, v, a, n, y = (vocabulary[c] for c in "हवानय")
     blank, space = tokenizer.pad_token_id, vocabulary["|"]
     assert tokenizer.decode([h, h, blank, v, v, a, space, space, n, y, blank, a]) == "हवा नया"
+
+
+def test_greedy_decoding_of_a_batch_spells_each_utterance_as_its_best_path_alone(tmp_path: Path) -> None:
+    """greedy_decode merges and drops symbols over the whole batch at once; each text must be byte for byte what
+    the tokenizer makes of that utterance's own best path (as asrkit decoded before), at any length, for tensors
+    and arrays, and for ids past the vocabulary (a head wider than the tokenizer: all its unknown token)."""
+    tokenizer = build_ctc_tokenizer(["मित्र हवा", "नया दिन", "ab ba"], cache_dir=tmp_path)
+    generator = torch.Generator().manual_seed(0)
+    width = len(tokenizer) + 3
+    for trial in range(40):
+        lengths = torch.randint(0, 60, (int(torch.randint(1, 9, (1,), generator=generator)),), generator=generator)
+        logits = [torch.randn(int(n), width, generator=generator) for n in lengths]
+        for row in logits:
+            row[:, tokenizer.pad_token_id] += 1.5  # mostly blanks, as a trained model's
+            row[: len(row) // 3, -2:] += 3.0 * (trial % 2)  # runs of unknown ids, half the trials
+        alone = [tokenizer.decode(row.argmax(dim=-1)) for row in logits]
+        assert greedy_decode(tokenizer, logits) == alone
+        assert greedy_decode(tokenizer, [row.numpy() for row in logits]) == alone
+    assert any(text for text in alone) and greedy_decode(tokenizer, []) == []
 
 
 def test_vocabulary_cache_is_reused_for_the_same_data_and_rebuilt_when_it_changes(tmp_path: Path) -> None:

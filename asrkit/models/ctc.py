@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import PretrainedConfig, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
@@ -102,8 +103,26 @@ def greedy_transcribe(
 
 def greedy_decode(tokenizer: Any, logits: Sequence[Any]) -> list[str]:
     """The best symbol of each frame of each utterance's logits (tensors or arrays, frames x symbols), repeats
-    merged, blanks dropped (``batch_decode``)."""
-    return tokenizer.batch_decode([torch.as_tensor(row).argmax(dim=-1).cpu() for row in logits])
+    merged, blanks dropped: the text ``tokenizer.batch_decode`` gives each utterance's best path, byte for byte.
+
+    One argmax over every utterance's frames at once; the merge and the drop are tensor ops on the whole batch
+    (symbols compared by their token, as the tokenizer groups them: ids it does not know are all its unknown
+    token), so the tokenizer only spells the few symbols that are left of each utterance.
+    """
+    rows = [torch.as_tensor(row) for row in logits]
+    if not rows:
+        return []
+    joined = torch.cat(rows)  # one argmax: a GPU's on its device; numpy's on a CPU (torch's threads cost more there)
+    best = joined.float().numpy().argmax(-1) if joined.device.type == "cpu" else joined.argmax(-1).cpu().numpy()
+    first: dict[str, int] = {}  # token -> the first id spelled so
+    tokens = tokenizer.convert_ids_to_tokens(list(range(rows[0].shape[-1])))
+    symbol = np.array([first.setdefault(token, i) for i, token in enumerate(tokens)])[best]
+    utterance = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
+    starts = np.ones(len(best), dtype=bool)  # a symbol that is not its frame's predecessor's again
+    starts[1:] = (symbol[1:] != symbol[:-1]) | (utterance[1:] != utterance[:-1])
+    keep = starts & (symbol != first.get(tokenizer.pad_token, -1))  # the pad token is CTC's blank
+    kept = np.split(best[keep], np.cumsum(np.bincount(utterance[keep], minlength=len(rows)))[:-1])
+    return tokenizer.batch_decode([ids.tolist() for ids in kept], group_tokens=False)
 
 
 class Wav2Vec2CTCCollator:
