@@ -110,6 +110,7 @@ class Recognizer:
         chunk_length_s: float | None = None,
         stride_length_s: float = 0.0,
         decoding: DecodingOptions | None = None,
+        cache_implementation: str | None = None,
     ) -> None:
         if Path(checkpoint).is_dir() and not (Path(checkpoint) / "config.json").is_file():
             raise FileNotFoundError(
@@ -152,6 +153,8 @@ class Recognizer:
         if generation_max_length:  # Whisper adds its prompt to max_length itself; the others count it in
             key = "max_length" if self.whisper else "max_new_tokens"
             self.generate_kwargs[key] = generation_max_length
+        if cache_implementation and self.kind == "seq2seq":  # generate()'s key-value cache: static, ...
+            self.generate_kwargs["cache_implementation"] = cache_implementation
         if self.whisper and is_english_only(self.model):  # no language or task prompt
             if language not in (None, "en") or task != "transcribe":
                 raise ValueError(
@@ -279,4 +282,5 @@ def load_recognizer(cfg: DictConfig, workdir: str | Path, dtype: str) -> Any:
         chunk_length_s=cfg.chunk_length_s,
         stride_length_s=cfg.stride_length_s,
         decoding=decoding,
+        cache_implementation=cfg.get("cache_implementation"),  # evaluate's; the others take generate()'s default
     )

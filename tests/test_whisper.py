@@ -150,6 +150,20 @@ def test_export_generation_config_carries_evaluation_settings(tmp_path) -> None:
     assert recognizer(batch["inputs"], batch["lengths"]) == expected
 
 
+def test_a_static_key_value_cache_decodes_the_same_texts(tmp_path) -> None:
+    """evaluate's cache_implementation=static: generate() with a preallocated cache, the same greedy texts."""
+    torch.manual_seed(0)
+    _module(tmp_path).export(tmp_path / "export")
+    examples = _demo_examples(range(4))
+    texts = {}
+    for cache in (None, "static"):
+        recognizer = Recognizer(str(tmp_path / "export"), language="hi", cache_implementation=cache)
+        assert recognizer.generate_kwargs.get("cache_implementation") == cache
+        batch = recognizer.collator()(examples)
+        texts[cache] = recognizer(batch["inputs"], batch["lengths"])
+    assert texts["static"] == texts[None] and any(text.strip() for text in texts[None])
+
+
 # utterances longer than the window ------------------------------------------------------------------
 def _demo_examples(numbers: Iterable[int]) -> list[dict[str, Any]]:
     rows = demo_rows("test")
