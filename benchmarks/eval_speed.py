@@ -14,11 +14,12 @@ evaluate reading the split in its own order, as it did before it read longest fi
 models named by ``--unbatched`` (default CTC) get a pipeline row at batch size 1 too: the batched CTC pipeline
 decodes the frames of its padding (it argmaxes the padded batch and never cuts a row to its length), so its
 transcripts gain letters; the unbatched one's are what transcripts are compared with there. Rows are timed in
-turn, ``--repeats`` rounds, each keeping its fastest pass, so that a load coming and going on a shared machine
-falls on all alike. Each row prints audio seconds, wall and CPU seconds (``time.process_time``), the real-time
-factor (wall / audio), the ratio to the pipeline at ``--batch-size`` (its RTF / the row's RTF), the share of
-transcripts identical to the pipeline's (raw text, and after asrkit's normaliser) and WER as ``asrkit.metrics``
-scores it. ``RESULT eval_speed`` is the smallest ratio of asrkit's default row over the models.
+turn, ``--repeats`` rounds (each starting one row further on), each row keeping its fastest pass, so that a load
+coming and going on a shared machine, and what a pass leaves to the next, fall on all alike. Each row prints audio
+seconds, wall and CPU seconds (``time.process_time``), the real-time factor (wall / audio), the ratio to the
+pipeline at ``--batch-size`` (its RTF / the row's RTF), the share of transcripts identical to the pipeline's (raw
+text, and after asrkit's normaliser) and WER as ``asrkit.metrics`` scores it. ``RESULT eval_speed`` is the smallest
+ratio of asrkit's default row over the models.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ def measure(
     recognize = pipeline("automatic-speech-recognition", model=checkpoint, device="cpu", dtype=torch.float32)
     labels = [*variants, SPLIT_ORDER, PIPELINE] + ([UNBATCHED] if name in args.unbatched.split(",") else [])
     best: dict[str, dict[str, Any]] = {}
-    for _ in range(args.repeats):
-        for label in labels:
+    for round_ in range(args.repeats):
+        for label in labels[round_ % len(labels) :] + labels[: round_ % len(labels)]:  # each round starts elsewhere
             if label in (PIPELINE, UNBATCHED):
                 run = _pipeline(recognize, audio, 1 if label == UNBATCHED else args.batch_size, generate)
             else:
