@@ -105,7 +105,7 @@ def greedy_decode(tokenizer: Any, logits: Sequence[Any]) -> list[str]:
     """The best symbol of each frame of each utterance's logits (tensors or arrays, frames x symbols), repeats
     merged, blanks dropped: the text ``tokenizer.batch_decode`` gives each utterance's best path, byte for byte.
 
-    One argmax over every utterance's frames at once; the merge and the drop are tensor ops on the whole batch
+    One argmax over every utterance's frames at once; the merge and the drop are array operations on the batch
     (symbols compared by their token, as the tokenizer groups them: ids it does not know are all its unknown
     token), so the tokenizer only spells the few symbols that are left of each utterance.
     """
