@@ -28,6 +28,7 @@ NO_DECAY_KINDS = ("bias", "norm", "vector")  # parameter kinds optimizer.no_deca
 # Modules whose own parameters are normalisation gains and shifts (never decayed). Norms a model
 # defines itself (transformers' T5LayerNorm, LlamaRMSNorm and the like) are caught by their class name.
 NORM_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LocalResponseNorm, nn.RMSNorm)
+FUSED_DEVICES = ("cuda", "cpu")  # optimizer.factory.fused=auto: the devices whose fused AdamW kernel was measured
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -62,13 +63,28 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay: Collection
     return [group for group in groups if group["params"]]
 
 
+def fused_where_supported(groups: list[dict[str, Any]]) -> bool | None:
+    """``optimizer.factory.fused=auto``: True when every trained parameter is on one of :data:`FUSED_DEVICES`
+    (torch's fused AdamW kernel; benchmarks/compute_options.py measured it on a CPU), else None (torch's choice:
+    foreach on GPUs, the per-tensor loop elsewhere)."""
+    devices = {parameter.device.type for group in groups for parameter in group["params"]}
+    return True if devices and devices <= set(FUSED_DEVICES) else None
+
+
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """``cfg.factory(parameter_groups(model, cfg.weight_decay, cfg.no_decay), lr=cfg.lr)``."""
+    """``cfg.factory(parameter_groups(model, cfg.weight_decay, cfg.no_decay), lr=cfg.lr)``; a factory with
+    ``fused: auto`` gets :func:`fused_where_supported`'s answer for those parameters."""
     target = str(cfg["factory"]["_target_"])
     if target.split(".")[0] in EXTRAS:  # an optional package: a missing one is a one-line error naming its extra
         require(target.split(".")[0], f"optimizer.factory {target}")
     factory = instantiate(cfg["factory"])
-    return factory(parameter_groups(model, cfg["weight_decay"], cfg["no_decay"]), lr=cfg["lr"])
+    groups = parameter_groups(model, cfg["weight_decay"], cfg["no_decay"])
+    fused = getattr(factory, "keywords", {}).get("fused")
+    if isinstance(fused, str):
+        if fused != "auto":
+            raise ValueError(f"optimizer.factory.fused={fused}: true, false, null (torch's choice) or auto")
+        return factory(groups, lr=cfg["lr"], fused=fused_where_supported(groups))
+    return factory(groups, lr=cfg["lr"])
 
 
 def warmup_decay(total_steps: int, *, shape: str, warmup_steps: int, min_lr_ratio: float) -> Callable[[int], float]:
