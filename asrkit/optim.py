@@ -63,17 +63,26 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay: Collection
     return [group for group in groups if group["params"]]
 
 
-def fused_where_supported(groups: list[dict[str, Any]]) -> bool | None:
+def fused_where_supported(groups: list[dict[str, Any]], allowed: bool = True) -> bool | None:
     """``optimizer.factory.fused=auto``: True when every trained parameter is on one of :data:`FUSED_DEVICES`
-    (torch's fused AdamW kernel; benchmarks/compute_options.py measured it on a CPU), else None (torch's choice:
-    foreach on GPUs, the per-tensor loop elsewhere)."""
+    (torch's fused AdamW kernel; benchmarks/compute_options.py measured it on a CPU) and the run ``allowed`` it
+    (:func:`fused_allowed`), else None (torch's choice: foreach on GPUs, the per-tensor loop elsewhere)."""
     devices = {parameter.device.type for group in groups for parameter in group["params"]}
-    return True if devices and devices <= set(FUSED_DEVICES) else None
+    return True if allowed and devices and devices <= set(FUSED_DEVICES) else None
 
 
-def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+def fused_allowed(trainer: Any) -> bool:
+    """Whether ``fused: auto`` may fuse under this trainer: not with 16-mixed's gradient scaler (a fused optimizer
+    unscales inside its step, so Lightning refuses to clip its gradients) nor under DeepSpeed (its own optimizer
+    wrapper, not measured with a fused one)."""
+    precision = str(getattr(trainer, "precision", ""))
+    return precision not in ("16-mixed", "16") and "deepspeed" not in type(trainer.strategy).__name__.lower()
+
+
+def build_optimizer(model: nn.Module, cfg: Mapping[str, Any], fused_ok: bool = True) -> torch.optim.Optimizer:
     """``cfg.factory(parameter_groups(model, cfg.weight_decay, cfg.no_decay), lr=cfg.lr)``; a factory with
-    ``fused: auto`` gets :func:`fused_where_supported`'s answer for those parameters."""
+    ``fused: auto`` gets :func:`fused_where_supported`'s answer for those parameters (``fused_ok``:
+    :func:`fused_allowed`)."""
     target = str(cfg["factory"]["_target_"])
     if target.split(".")[0] in EXTRAS:  # an optional package: a missing one is a one-line error naming its extra
         require(target.split(".")[0], f"optimizer.factory {target}")
@@ -83,7 +92,7 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
     if isinstance(fused, str):
         if fused != "auto":
             raise ValueError(f"optimizer.factory.fused={fused}: true, false, null (torch's choice) or auto")
-        return factory(groups, lr=cfg["lr"], fused=fused_where_supported(groups))
+        return factory(groups, lr=cfg["lr"], fused=fused_where_supported(groups, fused_ok))
     return factory(groups, lr=cfg["lr"])
 
 
@@ -191,9 +200,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], to
     return {"scheduler": scheduler, "interval": "step", "frequency": 1}
 
 
-def configure_optimizers(model: nn.Module, cfg: Mapping[str, Any] | None, total_steps: int) -> dict[str, Any]:
+def configure_optimizers(
+    model: nn.Module, cfg: Mapping[str, Any] | None, total_steps: int, trainer: Any = None
+) -> dict[str, Any]:
     """What a module's ``configure_optimizers`` returns: the optimizer and its per-step schedule."""
     if cfg is None:
         raise ValueError("the model module needs the optimizer config: build it with optimizer=cfg.optimizer")
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, fused_allowed(trainer) if trainer is not None else True)
     return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, cfg, total_steps)}

@@ -257,3 +257,19 @@ def test_an_unknown_fused_value_names_the_key(tmp_path: Path) -> None:
     cfg = compose_config(["optimizer.factory.fused=sometimes"], tmp_path).optimizer
     with pytest.raises(ValueError, match="optimizer.factory.fused=sometimes: true, false, null"):
         optim.build_optimizer(nn.Linear(2, 2), cfg)
+
+
+def test_fused_auto_stays_unfused_under_a_gradient_scaler_or_deepspeed() -> None:
+    class Strategy: ...
+
+    class DeepSpeedStrategy: ...
+
+    class Trainer:
+        def __init__(self, precision: str, strategy: object) -> None:
+            self.precision, self.strategy = precision, strategy
+
+    assert optim.fused_allowed(Trainer("bf16-mixed", Strategy()))
+    assert not optim.fused_allowed(Trainer("16-mixed", Strategy()))  # Lightning cannot clip a fused step's gradients
+    assert not optim.fused_allowed(Trainer("bf16-mixed", DeepSpeedStrategy()))
+    groups = [{"params": [nn.Parameter(torch.zeros(2))]}]
+    assert optim.fused_where_supported(groups, allowed=False) is None

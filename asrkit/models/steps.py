@@ -171,7 +171,7 @@ class EvaluationHooks:
         return f"{stage}/{self._extra_validation_names()[dataloader_idx - 1]}" if dataloader_idx else stage
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)
+        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps, self.trainer)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         """The schedule follows the optimizer steps taken: one that :class:`asrkit.faults.NonFiniteGuard`
