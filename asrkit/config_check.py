@@ -148,6 +148,8 @@ def _check_target(where: str, node: dict[str, Any]) -> None:
     arguments = {key: value for key, value in node.items() if key not in HYDRA_KEYS}
     if isinstance(obj, type) and issubclass(obj, ASRDataModule):
         arguments.pop(extra_validation.KEY, None)  # names of data configs: _check_extra_validation
+    if where == "optimizer.factory" and arguments.get("fused") == "auto":
+        arguments.pop("fused")  # asrkit.optim.build_optimizer resolves it (fused_where_supported)
     _check_arguments(where, target, obj, arguments)
     if isinstance(obj, type) and issubclass(obj, ASRDataModule):
         _check_data(where, arguments)

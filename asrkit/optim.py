@@ -28,6 +28,7 @@ NO_DECAY_KINDS = ("bias", "norm", "vector")  # parameter kinds optimizer.no_deca
 # Modules whose own parameters are normalisation gains and shifts (never decayed). Norms a model
 # defines itself (transformers' T5LayerNorm, LlamaRMSNorm and the like) are caught by their class name.
 NORM_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LocalResponseNorm, nn.RMSNorm)
+FUSED_DEVICES = ("cuda", "cpu")  # optimizer.factory.fused=auto: the devices whose fused AdamW kernel was measured
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -62,13 +63,37 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay: Collection
     return [group for group in groups if group["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """``cfg.factory(parameter_groups(model, cfg.weight_decay, cfg.no_decay), lr=cfg.lr)``."""
+def fused_where_supported(groups: list[dict[str, Any]], allowed: bool = True) -> bool | None:
+    """``optimizer.factory.fused=auto``: True when every trained parameter is on one of :data:`FUSED_DEVICES`
+    (torch's fused AdamW kernel; benchmarks/compute_options.py measured it on a CPU) and the run ``allowed`` it
+    (:func:`fused_allowed`), else None (torch's choice: foreach on GPUs, the per-tensor loop elsewhere)."""
+    devices = {parameter.device.type for group in groups for parameter in group["params"]}
+    return True if allowed and devices and devices <= set(FUSED_DEVICES) else None
+
+
+def fused_allowed(trainer: Any) -> bool:
+    """Whether ``fused: auto`` may fuse under this trainer: not with 16-mixed's gradient scaler (a fused optimizer
+    unscales inside its step, so Lightning refuses to clip its gradients) nor under DeepSpeed (its own optimizer
+    wrapper, not measured with a fused one)."""
+    precision = str(getattr(trainer, "precision", ""))
+    return precision not in ("16-mixed", "16") and "deepspeed" not in type(trainer.strategy).__name__.lower()
+
+
+def build_optimizer(model: nn.Module, cfg: Mapping[str, Any], fused_ok: bool = True) -> torch.optim.Optimizer:
+    """``cfg.factory(parameter_groups(model, cfg.weight_decay, cfg.no_decay), lr=cfg.lr)``; a factory with
+    ``fused: auto`` gets :func:`fused_where_supported`'s answer for those parameters (``fused_ok``:
+    :func:`fused_allowed`)."""
     target = str(cfg["factory"]["_target_"])
     if target.split(".")[0] in EXTRAS:  # an optional package: a missing one is a one-line error naming its extra
         require(target.split(".")[0], f"optimizer.factory {target}")
     factory = instantiate(cfg["factory"])
-    return factory(parameter_groups(model, cfg["weight_decay"], cfg["no_decay"]), lr=cfg["lr"])
+    groups = parameter_groups(model, cfg["weight_decay"], cfg["no_decay"])
+    fused = getattr(factory, "keywords", {}).get("fused")
+    if isinstance(fused, str):
+        if fused != "auto":
+            raise ValueError(f"optimizer.factory.fused={fused}: true, false, null (torch's choice) or auto")
+        return factory(groups, lr=cfg["lr"], fused=fused_where_supported(groups, fused_ok))
+    return factory(groups, lr=cfg["lr"])
 
 
 def warmup_decay(total_steps: int, *, shape: str, warmup_steps: int, min_lr_ratio: float) -> Callable[[int], float]:
@@ -175,9 +200,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], to
     return {"scheduler": scheduler, "interval": "step", "frequency": 1}
 
 
-def configure_optimizers(model: nn.Module, cfg: Mapping[str, Any] | None, total_steps: int) -> dict[str, Any]:
+def configure_optimizers(
+    model: nn.Module, cfg: Mapping[str, Any] | None, total_steps: int, trainer: Any = None
+) -> dict[str, Any]:
     """What a module's ``configure_optimizers`` returns: the optimizer and its per-step schedule."""
     if cfg is None:
         raise ValueError("the model module needs the optimizer config: build it with optimizer=cfg.optimizer")
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, fused_allowed(trainer) if trainer is not None else True)
     return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, cfg, total_steps)}

@@ -43,6 +43,9 @@ MAY_DIFFER = (
     "data.eval_batch_size",
     "data.num_workers",
     "data.preprocessing_num_workers",
+    "model.compile",  # the same network and math, compiled or not
+    "model.compile_mode",
+    "model.gradient_checkpointing",  # activations recomputed instead of kept: the same gradients
     "test_before_training",
     "export",
     "export_adapter_only",

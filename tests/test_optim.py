@@ -239,3 +239,37 @@ def test_each_optimizer_lowers_the_loss_on_a_fixed_batch(
     if name == "adam8bit":  # the moments of the large matrices really are 8-bit
         dtypes = {t.dtype for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)}
         assert torch.uint8 in dtypes
+
+
+@pytest.mark.parametrize(("fused", "expected"), [("auto", True), ("null", None), ("false", False)])
+def test_fused_auto_takes_the_fused_kernel_on_a_cpu(tmp_path: Path, fused: str, expected: bool | None) -> None:
+    cfg = compose_config([f"optimizer.factory.fused={fused}"], tmp_path).optimizer
+    optimizer = optim.build_optimizer(nn.Linear(2, 2), cfg)
+    assert optimizer.defaults["fused"] is expected
+
+
+def test_fused_auto_leaves_other_devices_to_torch() -> None:
+    meta = [{"params": [nn.Parameter(torch.zeros(2, device="meta"))]}]
+    assert optim.fused_where_supported(meta) is None
+
+
+def test_an_unknown_fused_value_names_the_key(tmp_path: Path) -> None:
+    cfg = compose_config(["optimizer.factory.fused=sometimes"], tmp_path).optimizer
+    with pytest.raises(ValueError, match="optimizer.factory.fused=sometimes: true, false, null"):
+        optim.build_optimizer(nn.Linear(2, 2), cfg)
+
+
+def test_fused_auto_stays_unfused_under_a_gradient_scaler_or_deepspeed() -> None:
+    class Strategy: ...
+
+    class DeepSpeedStrategy: ...
+
+    class Trainer:
+        def __init__(self, precision: str, strategy: object) -> None:
+            self.precision, self.strategy = precision, strategy
+
+    assert optim.fused_allowed(Trainer("bf16-mixed", Strategy()))
+    assert not optim.fused_allowed(Trainer("16-mixed", Strategy()))  # Lightning cannot clip a fused step's gradients
+    assert not optim.fused_allowed(Trainer("bf16-mixed", DeepSpeedStrategy()))
+    groups = [{"params": [nn.Parameter(torch.zeros(2))]}]
+    assert optim.fused_where_supported(groups, allowed=False) is None

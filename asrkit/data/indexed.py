@@ -35,6 +35,7 @@ from asrkit.data.filtering import NAMED_FILES, cell_duration, decode_kept, heade
 from asrkit.data.options import DataOptions
 from asrkit.data.reading import read_role
 from asrkit.data.sampler import DurationBucketBatchSampler, own_generator
+from asrkit.data.static_shapes import StaticShapeCollator, StaticShapes, audio_edges, check_collator, label_length
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,10 @@ class IndexedSplits:
     # loaders ----------------------------------------------------------------------------------------
     def loader(self, role: str, batch_size: int, longest_first: bool = False) -> DataLoader:
         """Training: batches of ``batch_size`` in a seeded order (duration-bucketed, or one bucket: a plain
-        shuffle) that a resumed run continues where it stopped; evaluation: in order, or with ``longest_first``
-        sorted by duration, longest first (batches of similar lengths pad less; the largest comes first)."""
+        shuffle) that a resumed run continues where it stopped, padded to fixed shapes with
+        ``data.static_shapes`` (each bucket's incomplete batch left out); evaluation: in order, or with
+        ``longest_first`` sorted by duration, longest first (batches of similar lengths pad less; the largest
+        comes first)."""
         batches = self.options.batches
         seed = batches.bucketing.get("seed", 0)
         common = {
@@ -209,6 +212,9 @@ class IndexedSplits:
             return DataLoader(self.datasets[role], batch_size=batch_size, **common)
         options = batches.sampler_options() if batches.bucketed else {"num_buckets": 1}
         options.setdefault("seed", seed)
+        if batches.static_shapes:
+            check_collator(self.collator)
+            options["drop_last"] = True  # one batch size per bucket
         sampler = DurationBucketBatchSampler(
             None,
             self.durations["train"],
@@ -218,7 +224,28 @@ class IndexedSplits:
             **options,
         )
         self._resume = None
+        if batches.static_shapes:
+            common["collate_fn"] = CountingCollator(StaticShapeCollator(self.collator, self._static_shapes(sampler)))
         return DataLoader(self.datasets[role], batch_sampler=sampler, **common)
+
+    def _static_shapes(self, sampler: DurationBucketBatchSampler) -> StaticShapes:
+        """The edges of the sampler's buckets and the label length (:mod:`asrkit.data.static_shapes`), logged."""
+        rate = self.collator.sampling_rate
+        longest = self.augment.max_samples / rate if self.augment is not None else None  # speed perturbation's bound
+        edges = audio_edges(sampler.durations, sampler.buckets, rate, longest)
+        shapes = StaticShapes(edges, label_length(self.collator, self.training_transcripts()))
+        sizes = zip(sampler.buckets, sampler.bucket_batch_sizes, strict=True)
+        left_out = sum(len(bucket) % size for bucket, size in sizes)
+        log.info(
+            "static shapes: audio padded to %d edges (%s s), labels to %d tokens; each bucket's incomplete batch "
+            "is left out (%d of %d examples per epoch)",
+            len(edges),
+            ", ".join(f"{edge / rate:.2f}" for edge in edges),
+            shapes.label_length,
+            left_out,
+            len(sampler.durations),
+        )
+        return shapes
 
     def record(self, batch: Any, epoch: int | None) -> Any:
         """Count a training batch about to be trained on (``epoch``; None for an evaluation batch)."""

@@ -127,7 +127,8 @@ class FilterOptions:
 @dataclass(frozen=True)
 class BatchOptions:
     """How examples are batched: sizes (global; per device derived by :class:`asrkit.batch_plan.BatchPlan`),
-    loader workers and duration bucketing (:class:`asrkit.data.sampler.DurationBucketBatchSampler`)."""
+    loader workers, duration bucketing (:class:`asrkit.data.sampler.DurationBucketBatchSampler`) and fixed
+    training batch shapes (:mod:`asrkit.data.static_shapes`)."""
 
     global_batch_size: int = 32
     per_device_batch_size: int | None = None
@@ -135,6 +136,11 @@ class BatchOptions:
     num_workers: int = 0
     preprocessing_num_workers: int | None = None
     bucketing: dict[str, Any] = field(default_factory=dict)
+    static_shapes: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.static_shapes, bool):
+            raise ValueError(f"data.static_shapes={self.static_shapes!r}: true or false")
 
     @property
     def bucketed(self) -> bool:
@@ -179,6 +185,11 @@ class DataOptions:
             raise ValueError(
                 "data.bucketing.enabled=true needs every duration up front, which data.streaming=true "
                 "does not read: turn one of them off"
+            )
+        if options.stream.streaming and options.batches.static_shapes:
+            raise ValueError(
+                "data.static_shapes=true pads to edges made from every training duration, which data.streaming=true "
+                "does not read up front: turn one of them off"
             )
         return options
 

@@ -16,10 +16,12 @@ import torch
 IGNORE_INDEX = -100  # label positions the loss skips
 
 
-def pad_labels(sequences: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Right-pad token id lists with :data:`IGNORE_INDEX`."""
+def pad_labels(sequences: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
+    """Right-pad token id lists with :data:`IGNORE_INDEX`, to the longest or to ``length`` (static shapes)."""
     longest = max(len(sequence) for sequence in sequences)
-    labels = torch.full((len(sequences), longest), IGNORE_INDEX, dtype=torch.long)
+    if length is not None and length < longest:
+        raise ValueError(f"a label of {longest} tokens does not fit the static label length {length}")
+    labels = torch.full((len(sequences), length or longest), IGNORE_INDEX, dtype=torch.long)
     for row, sequence in enumerate(sequences):
         labels[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
     return labels
@@ -38,15 +40,20 @@ def batch_fields(examples: list[dict[str, Any]], num_skipped: int, sampling_rate
     }
 
 
-def padding_fraction(lengths: Sequence[int]) -> float:
-    """Share of a padded batch that is padding: 1 - real samples / (examples x longest)."""
-    return 1.0 - sum(lengths) / (len(lengths) * max(lengths)) if lengths and max(lengths) else 0.0
+def padding_fraction(lengths: Sequence[int], padded: int | None = None) -> float:
+    """Share of a padded batch that is padding: 1 - real samples / (examples x ``padded``, by default the longest)."""
+    padded = max(padded or 0, max(lengths, default=0))
+    return 1.0 - sum(lengths) / (len(lengths) * padded) if lengths and padded else 0.0
 
 
 def pad_waveforms(
-    waveforms: Sequence[np.ndarray], normalize: bool = True, return_attention_mask: bool = True
+    waveforms: Sequence[np.ndarray],
+    normalize: bool = True,
+    return_attention_mask: bool = True,
+    length: int | None = None,
 ) -> dict[str, Any]:
-    """Raw waveforms as one zero-padded batch, each normalised over its own samples when ``normalize``.
+    """Raw waveforms as one zero-padded batch (to the longest, or to ``length`` samples: static shapes), each
+    normalised over its own samples when ``normalize``.
 
     The normalisation is ``Wav2Vec2FeatureExtractor``'s (zero mean, unit variance, eps 1e-7, padding
     excluded), so a batch here gives the model what the exported processor gives it one file at a time.
@@ -54,7 +61,10 @@ def pad_waveforms(
     ``attention_mask`` (models with a group-norm front end, such as wav2vec2-base, are trained without).
     """
     lengths = [len(waveform) for waveform in waveforms]
-    values = torch.zeros(len(waveforms), max(lengths), dtype=torch.float32)
+    if length is not None and length < max(lengths):
+        raise ValueError(f"audio of {max(lengths)} samples does not fit the static length {length}")
+    padded = length or max(lengths)
+    values = torch.zeros(len(waveforms), padded, dtype=torch.float32)
     for row, waveform in enumerate(waveforms):
         samples = torch.from_numpy(np.asarray(waveform, dtype=np.float32))
         if normalize:
@@ -63,9 +73,9 @@ def pad_waveforms(
     batch: dict[str, Any] = {
         "input_values": values,
         "input_lengths": torch.tensor(lengths, dtype=torch.long),
-        "padding_fraction": padding_fraction(lengths),
+        "padding_fraction": padding_fraction(lengths, padded),
     }
     if return_attention_mask:
-        positions = torch.arange(max(lengths))[None, :]
+        positions = torch.arange(padded)[None, :]
         batch["attention_mask"] = (positions < batch["input_lengths"][:, None]).long()
     return batch

@@ -135,6 +135,7 @@ class Wav2Vec2CTCCollator:
 
     max_input_seconds = None  # any length
     max_label_length = None  # CTC needs no more labels than frames; zero_infinity handles the rest
+    supports_static_shapes = True  # audio_length, label_length: data.static_shapes pads to them
 
     def __init__(
         self,
@@ -173,7 +174,9 @@ class Wav2Vec2CTCCollator:
             )
         return self.tokenizer(texts).input_ids
 
-    def __call__(self, examples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    def __call__(
+        self, examples: list[dict[str, Any] | None], audio_length: int | None = None, label_length: int | None = None
+    ) -> dict[str, Any] | None:
         kept = [example for example in examples if example is not None]
         if not kept:
             return None
@@ -182,8 +185,9 @@ class Wav2Vec2CTCCollator:
             [example["audio"] for example in kept],
             normalize=self.feature_extractor.do_normalize,
             return_attention_mask=self.feature_extractor.return_attention_mask,
+            length=audio_length,
         )
-        batch["labels"] = pad_labels(self.encode_text([example["text"] for example in kept]))
+        batch["labels"] = pad_labels(self.encode_text([example["text"] for example in kept]), label_length)
         return batch
 
 

@@ -14,11 +14,12 @@ validation sets of ``data.extra_validation`` included), ``on_fit_start``, ``conf
 - The precision and the scoring of evaluation, from the ``evaluation`` config group that training's
   validation/test and ``python -m asrkit.evaluate`` share (:func:`evaluation_precision`,
   :func:`evaluation_normalizer`).
+- ``model.compile``: the network a training step calls, compiled by ``torch.compile`` (:func:`training_network`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -28,6 +29,37 @@ from asrkit import optim
 from asrkit.data.text import resolve_normalizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's modes
+COMPILE_BACKENDS = {"hpu": "hpu_backend"}  # per device type, where inductor is not the compiler (Gaudi)
+
+
+def check_compile_mode(compile_mode: str) -> None:
+    """``model.compile_mode`` is one of torch.compile's modes (checked when the module is built)."""
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"model.compile_mode={compile_mode!r}: choose one of {', '.join(COMPILE_MODES)}")
+
+
+def training_network(module: L.LightningModule) -> Callable[..., Any]:
+    """What a training step calls: ``module.model``, or with ``model.compile`` that network compiled by
+    ``torch.compile`` (mode ``model.compile_mode``; backend inductor, ``hpu_backend`` on Gaudi).
+
+    The compiled wrapper is made on the first training step, once the network is on its device, and kept in
+    the module's ``__dict__``, outside its submodules: checkpoints, ``state_dict`` and the export hold the
+    network's own parameter names (no ``_orig_mod.`` prefix), so a checkpoint written with compile on loads
+    into a module with it off and back. Evaluation (``generate()``, CTC decoding) runs the network as it is:
+    its shapes change at every decoding step and length, which would recompile again and again.
+    """
+    if not module.hparams.get("compile", False):
+        return module.model
+    network, compiled = module.__dict__.get("_compiled_network", (None, None))
+    if network is not module.model:  # first step, or a network built anew (CTC's configure_model)
+        options = {"mode": None if module.hparams.compile_mode == "default" else module.hparams.compile_mode}
+        backend = COMPILE_BACKENDS.get(module.device.type)
+        if backend is not None:
+            options["backend"] = backend
+        compiled = torch.compile(module.model, **options)
+        module.__dict__["_compiled_network"] = (module.model, compiled)
+    return compiled
 
 
 def enter_train_mode(module: L.LightningModule) -> None:
@@ -139,7 +171,7 @@ class EvaluationHooks:
         return f"{stage}/{self._extra_validation_names()[dataloader_idx - 1]}" if dataloader_idx else stage
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps)
+        return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps, self.trainer)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         """The schedule follows the optimizer steps taken: one that :class:`asrkit.faults.NonFiniteGuard`

@@ -86,6 +86,8 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         freeze_feature_encoder: bool = True,
         gradient_checkpointing: bool = False,
         attn_implementation: str = "sdpa",
+        compile: bool = False,
+        compile_mode: str = "default",
         layerdrop: float = 0.0,
         mask_time_prob: float = 0.05,
         mask_time_length: int = 10,
@@ -108,6 +110,7 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
         self.adapters = adapters.AdapterOptions.parse(peft)
         self.trained_only_checkpoints = adapters.keep_trained_only(self, self.adapters, name_or_path)
         self._masks = spec_augment_settings(spec_augment)
+        steps.check_compile_mode(compile_mode)
         if ctc_loss_reduction not in ("mean", "sum"):
             raise ValueError(f"model.ctc_loss_reduction={ctc_loss_reduction!r}: choose mean or sum")
         if name_or_path is None:
@@ -237,7 +240,8 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every file in the batch failed to decode
             return steps.empty_batch_loss(self)
-        logits = self.model(input_values=batch["input_values"], attention_mask=batch.get("attention_mask")).logits
+        network = steps.training_network(self)  # the model, or compiled (model.compile)
+        logits = network(input_values=batch["input_values"], attention_mask=batch.get("attention_mask")).logits
         # frames of the unpadded audio (transformers' own loss counts the padding's too when there is no mask)
         loss = ctc_loss(
             logits,

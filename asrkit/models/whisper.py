@@ -155,6 +155,8 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         freeze_encoder: bool = False,
         gradient_checkpointing: bool = False,
         attn_implementation: str = "sdpa",
+        compile: bool = False,
+        compile_mode: str = "default",
         generation_max_length: int = 225,
         num_beams: int = 1,
         max_label_length: int = 448,
@@ -167,6 +169,7 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         self.save_hyperparameters()
         self.adapters = adapters.AdapterOptions.parse(peft)
         masks = spec_augment_settings(spec_augment)  # checked before anything loads
+        steps.check_compile_mode(compile_mode)
         if language not in LANGUAGES:
             raise ValueError(f"lang={language!r} is not a Whisper language code (e.g. hi, en, ta, bn, mr)")
         source = tokenizer or name_or_path
@@ -222,7 +225,8 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         if batch is None:  # every file in the batch failed to decode
             return steps.empty_batch_loss(self)
         features, frames = batch["input_features"], batch.get("attention_mask")  # (frames: for SpecAugment)
-        loss = self.model(input_features=features, attention_mask=frames, labels=batch["labels"]).loss
+        network = steps.training_network(self)  # the model, or compiled (model.compile)
+        loss = network(input_features=features, attention_mask=frames, labels=batch["labels"]).loss
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["num_samples"])
         if batch["num_skipped"]:
             self.log("train/skipped_audio", float(batch["num_skipped"]), reduce_fx="sum")

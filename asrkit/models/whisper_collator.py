@@ -54,8 +54,11 @@ class WhisperCollator:
     shifts labels into decoder inputs. Training uses ``input_features`` (training data is never longer than
     the window); evaluation also finds the utterances longer than the window, whole, under ``long_form``
     (:func:`whisper_inputs`). ``attention_mask``: batches say which frames hold audio (the model's SpecAugment
-    masks time within them).
+    masks time within them). With ``label_length`` (``data.static_shapes``) labels are padded to that length; the
+    features always span the window, so ``audio_length`` changes nothing.
     """
+
+    supports_static_shapes = True
 
     def __init__(
         self,
@@ -81,11 +84,13 @@ class WhisperCollator:
         encoded = self.tokenizer(texts).input_ids
         return [ids[1:] if ids and ids[0] == self.start_token_id else ids for ids in encoded]
 
-    def __call__(self, examples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    def __call__(
+        self, examples: list[dict[str, Any] | None], audio_length: int | None = None, label_length: int | None = None
+    ) -> dict[str, Any] | None:
         kept = [example for example in examples if example is not None]
         if not kept:
             return None
         batch = batch_fields(kept, len(examples) - len(kept), self.sampling_rate)
         batch |= whisper_inputs(self.feature_extractor, [example["audio"] for example in kept], self.attention_mask)
-        batch["labels"] = pad_labels(self.encode_text([example["text"] for example in kept]))
+        batch["labels"] = pad_labels(self.encode_text([example["text"] for example in kept]), label_length)
         return batch
