@@ -22,7 +22,7 @@ from transformers import (
     pipeline,
 )
 
-from asrkit.models.whisper import WhisperModule
+from asrkit.models.whisper import WhisperModule, label_token_loss
 from asrkit.recognizer import Recognizer
 from asrkit.transcribe import transcribe
 from tests.conftest import compose_config
@@ -63,6 +63,33 @@ def test_gradient_checkpointing_and_attention_options(tmp_path) -> None:
     module = _module(tmp_path, "model.gradient_checkpointing=true", "model.attn_implementation=eager")
     assert module.model.is_gradient_checkpointing
     assert module.model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("adapters", ["none", "lora"])
+def test_the_label_token_loss_equals_transformers_loss_and_gradients(tmp_path, adapters: str) -> None:
+    """The training loss projects only the label tokens onto the vocabulary; loss and every gradient must equal
+    transformers' own (labels=...), which projects the padded positions too (this failed with a wrong shift)."""
+    no_dropout = ["model.random_init.dropout=0.0"] + (["peft.dropout=0.0"] if adapters == "lora" else [])
+    module = _module(tmp_path, f"peft={adapters}", *no_dropout).train()
+    torch.manual_seed(0)
+    features = torch.randn(3, 80, 300)
+    labels = torch.randint(0, 5000, (3, 9))
+    labels[0, 4:], labels[2, 7:] = -100, -100  # three lengths: 4, 9, 7 tokens
+    trained = [p for p in module.model.parameters() if p.requires_grad]
+
+    def loss_and_grads(compute) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        module.model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in trained]
+
+    ours, our_grads = loss_and_grads(lambda: label_token_loss(module.model, features, None, labels))
+    theirs, their_grads = loss_and_grads(lambda: module.model(input_features=features, labels=labels).loss)
+    torch.testing.assert_close(ours, theirs)
+    for mine, reference in zip(our_grads, their_grads, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-6)
+    batch = {"input_features": features, "labels": labels, "num_samples": 3, "num_skipped": 0}
+    torch.testing.assert_close(module.training_step(batch, 0).detach(), theirs)
 
 
 @pytest.mark.parametrize(

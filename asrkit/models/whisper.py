@@ -35,9 +35,11 @@ from transformers import (
     WhisperProcessor,
     WhisperTokenizer,
 )
+from transformers.models.whisper.modeling_whisper import shift_tokens_right
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from asrkit import adapters, checkpoints, metrics
+from asrkit.data.padding import IGNORE_INDEX
 from asrkit.models import steps
 from asrkit.models.spec_augment import apply_spec_augment, masks_time, spec_augment_settings
 from asrkit.models.whisper_collator import WhisperCollator
@@ -126,6 +128,29 @@ def generate_texts(
         for row, text in zip(long_rows, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
             texts[row] = text
     return texts
+
+
+def label_token_loss(
+    model: Any, input_features: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor
+) -> torch.Tensor:
+    """Whisper's training loss (mean cross-entropy over the label tokens) with the vocabulary projection applied
+    to the label tokens only.
+
+    ``WhisperForConditionalGeneration(labels=...)`` projects every decoder position, padding included, onto the
+    51,865-token vocabulary and then ignores the padded ones (label ``-100``). The projection and its softmax are
+    the largest tensors of a step (batch x longest label x vocabulary, 119 MB for the demo's 16 x 36 tokens) and,
+    for a small model, most of its FLOPs; here the decoder states of the padded positions never reach it. Same
+    decoder inputs (``shift_tokens_right`` of the labels), same loss and gradients (tests/test_whisper.py).
+    ``model`` may be a PEFT model: its base model carries the adapters.
+    """
+    network = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = network.config
+    decoder_input_ids = shift_tokens_right(labels, config.pad_token_id, config.decoder_start_token_id)
+    states = network.model(
+        input_features, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids
+    ).last_hidden_state
+    kept = labels != IGNORE_INDEX
+    return torch.nn.functional.cross_entropy(network.proj_out(states[kept]), labels[kept])
 
 
 def _random_whisper(tokenizer: WhisperTokenizer, settings: dict[str, Any], attn: str):
@@ -225,8 +250,11 @@ class WhisperModule(steps.EvaluationHooks, L.LightningModule):
         if batch is None:  # every file in the batch failed to decode
             return steps.empty_batch_loss(self)
         features, frames = batch["input_features"], batch.get("attention_mask")  # (frames: for SpecAugment)
-        network = steps.training_network(self)  # the model, or compiled (model.compile)
-        loss = network(input_features=features, attention_mask=frames, labels=batch["labels"]).loss
+        if self.hparams.get("compile", False):  # the whole network compiled, with transformers' own loss
+            network = steps.training_network(self)
+            loss = network(input_features=features, attention_mask=frames, labels=batch["labels"]).loss
+        else:
+            loss = label_token_loss(self.model, features, frames, batch["labels"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["num_samples"])
         if batch["num_skipped"]:
             self.log("train/skipped_audio", float(batch["num_skipped"]), reduce_fx="sum")
