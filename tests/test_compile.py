@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from asrkit.models.whisper import WhisperModule
 from asrkit.train import train
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, fit_ready
 
 COMPILED = "_orig_mod"  # what torch.compile's wrapper puts in front of every parameter name
 
@@ -41,14 +41,8 @@ def compile_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 )
 def test_a_compiled_training_step_leaves_the_module_state_as_it_was(tmp_path, compile_calls, overrides) -> None:
     cfg = compose_config([*overrides, "model.compile=true", "model.compile_mode=max-autotune"], tmp_path)
-    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
-    datamodule = instantiate(cfg.data, collator=module.collator)
-    datamodule.setup("fit")
-    if module.needs_vocabulary:
-        module.build_vocabulary(datamodule.training_transcripts())
-        module.configure_model()
+    module, datamodule = fit_ready(cfg)
     keys = list(module.state_dict())
-    module.log = lambda *args, **kwargs: None
     batch = next(iter(datamodule.train_dataloader()))
     module.training_step(batch, 0).backward()
     module.training_step(batch, 1)

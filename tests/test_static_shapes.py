@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from asrkit.data.static_shapes import QUANTUM, StaticShapes, audio_edges, batch_shapes
-from tests.conftest import compose_config
+from tests.conftest import compose_config, fit_ready
 
 FAMILIES = {
     "whisper": ["experiment=demo", "data.bucketing.enabled=true", "data.bucketing.num_buckets=4"],
@@ -23,14 +23,7 @@ def _built(tmp_path: Path, family: str, *overrides: str) -> tuple[Any, Any]:
     """The family's demo module and datamodule, set up for fitting (CTC: vocabulary built, network made)."""
     cfg = compose_config([*FAMILIES[family], *overrides], tmp_path)
     torch.manual_seed(0)
-    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
-    datamodule = instantiate(cfg.data, collator=module.collator)
-    datamodule.setup("fit")
-    if module.needs_vocabulary:
-        module.build_vocabulary(datamodule.training_transcripts())
-        module.configure_model()
-    module.log = lambda *args, **kwargs: None  # training_step's logging, outside a Trainer
-    return module, datamodule
+    return fit_ready(cfg)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
