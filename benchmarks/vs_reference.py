@@ -319,7 +319,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: a sixth of --steps)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--no-group-by-length", action="store_true", help="skip the group_by_length reference run")
+    parser.add_argument(
+        "--no-group-by-length",
+        action="store_true",
+        help="skip the length-grouped pair (asrkit bucketed, reference group_by_length)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="work in this directory and keep it")
     parser.add_argument(
         "--asrkit-overrides", nargs="*", default=[], help="extra Hydra overrides for the asrkit run (e.g. to compare)"
