@@ -138,6 +138,20 @@ def _summary(
     )
 
 
+def steppable(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """The config's module and datamodule, ready for training steps outside a Trainer (benchmarks, tests): the
+    datamodule set up for fitting, CTC's vocabulary built from its training transcripts and the network made, as
+    ``train()`` prepares them, and ``training_step``'s logging a no-op (there is no Trainer to log to)."""
+    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
+    datamodule = instantiate(cfg.data, collator=module.collator)
+    datamodule.setup("fit")
+    if module.needs_vocabulary:
+        module.build_vocabulary(datamodule.training_transcripts())
+        module.configure_model()
+    module.log = lambda *args, **kwargs: None
+    return module, datamodule
+
+
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; return the best validation value of ``cfg.optimized_metric``."""
     started = time.perf_counter()

@@ -44,12 +44,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="asrkit-inductor-"))  # compile cold
 
 import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from asrkit import optim  # noqa: E402
 from asrkit.config import compose_config  # noqa: E402
 from asrkit.data.static_shapes import batch_shapes  # noqa: E402
+from asrkit.train import steppable  # noqa: E402
 
 FAMILIES = {
     "whisper demo": ["experiment=demo", "model.max_label_length=64"],
@@ -82,13 +82,7 @@ def _build(overrides: list[str]) -> tuple[Any, Any, Any]:
     """Module, datamodule (set up for fitting, CTC vocabulary built) and the composed config."""
     cfg = compose_config(overrides, tempfile.mkdtemp(prefix="asrkit-benchmark-"))
     torch.manual_seed(0)
-    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
-    datamodule = instantiate(cfg.data, collator=module.collator)
-    datamodule.setup("fit")
-    if module.needs_vocabulary:
-        module.build_vocabulary(datamodule.training_transcripts())
-        module.configure_model()
-    module.log = lambda *args, **kwargs: None  # training_step's logging, outside a Trainer
+    module, datamodule = steppable(cfg)
     module.train()
     return module, datamodule, cfg
 

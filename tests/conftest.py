@@ -168,21 +168,6 @@ def run_asrkit_command(run_dir: Path, *overrides: str, timeout: int = 1800) -> t
     return output, json.loads((run_dir / "metrics.json").read_text())
 
 
-def fit_ready(cfg: Any) -> tuple[Any, Any]:
-    """The config's module and datamodule set up for fitting outside a Trainer, as train() prepares them (CTC: the
-    vocabulary built from the training transcripts, the network made); training_step's logging is a no-op."""
-    from hydra.utils import instantiate
-
-    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
-    datamodule = instantiate(cfg.data, collator=module.collator)
-    datamodule.setup("fit")
-    if module.needs_vocabulary:
-        module.build_vocabulary(datamodule.training_transcripts())
-        module.configure_model()
-    module.log = lambda *args, **kwargs: None
-    return module, datamodule
-
-
 def tiny_ctc_config(vocab_size: int, pad_token_id: int, **changes: Any) -> Wav2Vec2Config:
     """The tests' tiny random wav2vec2 CTC layout (hidden 32, one layer, a 2-layer front end of stride 320), with
     ``changes`` (e.g. ``feat_extract_norm``, ``num_hidden_layers``)."""

@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from safetensors import safe_open
 
 from asrkit.models.whisper import WhisperModule
-from asrkit.train import train
-from tests.conftest import TINY_RUN, compose_config, fit_ready
+from asrkit.train import steppable, train
+from tests.conftest import TINY_RUN, compose_config
 
 COMPILED = "_orig_mod"  # what torch.compile's wrapper puts in front of every parameter name
 
@@ -41,7 +41,7 @@ def compile_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 )
 def test_a_compiled_training_step_leaves_the_module_state_as_it_was(tmp_path, compile_calls, overrides) -> None:
     cfg = compose_config([*overrides, "model.compile=true", "model.compile_mode=max-autotune"], tmp_path)
-    module, datamodule = fit_ready(cfg)
+    module, datamodule = steppable(cfg)
     keys = list(module.state_dict())
     batch = next(iter(datamodule.train_dataloader()))
     module.training_step(batch, 0).backward()

@@ -11,7 +11,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from asrkit.data.static_shapes import QUANTUM, StaticShapes, audio_edges, batch_shapes
-from tests.conftest import compose_config, fit_ready
+from asrkit.train import steppable
+from tests.conftest import compose_config
 
 FAMILIES = {
     "whisper": ["experiment=demo", "data.bucketing.enabled=true", "data.bucketing.num_buckets=4"],
@@ -23,7 +24,7 @@ def _built(tmp_path: Path, family: str, *overrides: str) -> tuple[Any, Any]:
     """The family's demo module and datamodule, set up for fitting (CTC: vocabulary built, network made)."""
     cfg = compose_config([*FAMILIES[family], *overrides], tmp_path)
     torch.manual_seed(0)
-    return fit_ready(cfg)
+    return steppable(cfg)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
