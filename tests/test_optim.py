@@ -6,7 +6,9 @@ import copy
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -14,6 +16,7 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from asrkit import optim
+from asrkit.models import steps
 from tests.conftest import compose_config
 
 OPTIMIZERS = ["adamw", "adam8bit", "adafactor"]
@@ -273,3 +276,49 @@ def test_fused_auto_stays_unfused_under_a_gradient_scaler_or_deepspeed() -> None
     assert not optim.fused_allowed(Trainer("bf16-mixed", DeepSpeedStrategy()))
     groups = [{"params": [nn.Parameter(torch.zeros(2))]}]
     assert optim.fused_where_supported(groups, allowed=False) is None
+
+
+class _Clipped(steps.EvaluationHooks, L.LightningModule):
+    """A linear model trained with asrkit's optimizer config; records each step's gradient norm after clipping."""
+
+    def __init__(self, optimizer: Any) -> None:
+        super().__init__()
+        self.model = nn.Linear(8, 8)
+        self.optimizer_cfg = optimizer
+        self.norms: list[float] = []
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return (self.model(batch) * 100).pow(2).mean()  # gradients far above the clip value
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        config = optim.configure_optimizers(self.model, self.optimizer_cfg, self.trainer.max_steps, self.trainer)
+        config["optimizer"].register_step_post_hook(
+            lambda *_: self.norms.append(self._grad_norm())
+        )  # step ran the closure
+        return config
+
+    def _grad_norm(self) -> float:
+        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.model.parameters()])).item()
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.randn(12, 8), batch_size=4)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_fused_optimizers_gradients_are_clipped_under_bf16_mixed(tmp_path: Path, precision: str) -> None:
+    # Lightning's mixed-precision plugin refuses to clip for any fused optimizer; without a scaler (bf16) asrkit clips
+    cfg = compose_config(["optimizer.factory.fused=auto"], tmp_path).optimizer
+    module = _Clipped(cfg)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision=precision,
+        max_steps=3,
+        gradient_clip_val=1e-3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module)
+    assert trainer.optimizers[0].defaults["fused"] is True
+    assert len(module.norms) == 3 and all(norm <= 1e-3 * (1 + 1e-4) for norm in module.norms), module.norms

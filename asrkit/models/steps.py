@@ -24,6 +24,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 
 from asrkit import optim
 from asrkit.data.text import resolve_normalizer
@@ -172,6 +174,25 @@ class EvaluationHooks:
 
     def configure_optimizers(self) -> dict[str, Any]:
         return optim.configure_optimizers(self.model, self.hparams.optimizer, self.trainer.max_steps, self.trainer)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: Any = None,
+    ) -> None:
+        """Clip as Lightning does, also a fused optimizer's gradients under bf16-mixed: Lightning's mixed-precision
+        plugin refuses any optimizer that unscales inside its step (``fused=True``), but with no gradient scaler
+        (bf16) there is nothing to unscale and the gradients are the true ones (16-mixed keeps its refusal;
+        ``fused: auto`` does not fuse there: :func:`asrkit.optim.fused_allowed`)."""
+        plugin = self.trainer.precision_plugin
+        fused = getattr(optimizer, "_step_supports_amp_scaling", False)
+        if fused and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            if gradient_clip_val:  # Precision's own clipping, which the mixed-precision plugin wraps in its refusal
+                algorithm = GradClipAlgorithmType(gradient_clip_algorithm or "norm")
+                Precision.clip_gradients(plugin, optimizer, float(gradient_clip_val), algorithm)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         """The schedule follows the optimizer steps taken: one that :class:`asrkit.faults.NonFiniteGuard`
