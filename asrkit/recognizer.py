@@ -6,10 +6,11 @@ Lightning checkpoint of an asrkit run (``.ckpt``): its LightningModule is rebuil
 hyper-parameters (the class named by the run's config; a QLoRA run's with its adapters on full-precision weights)
 and exported to a temporary directory, so that one path serves every kind. The model family comes from the
 export's config (``AutoConfig``): a speech sequence-to-sequence model (Whisper) decodes with ``generate()``
-(long-form past its window, as training's evaluation does: :func:`asrkit.models.whisper.generate_texts`), a CTC
-model (wav2vec2 and kin) greedily with the decoder training uses (:func:`asrkit.longform.decode_ctc`), or, with
-``decoder=beam``, by beam search over its logits (:mod:`asrkit.ctc_decoding`: hotwords, a KenLM n-gram); an
-utterance longer than ``chunk_length_s`` is heard window by window (:func:`asrkit.longform.ctc_logits`).
+(long-form past its window, as training's evaluation does:
+:func:`asrkit.models.whisper_generation.generate_texts`), a CTC model (wav2vec2 and kin) greedily with the
+decoder training uses (:func:`asrkit.longform.decode_ctc`), or, with ``decoder=beam``, by beam search over its
+logits (:mod:`asrkit.ctc_decoding`: hotwords, a KenLM n-gram); an utterance longer than ``chunk_length_s`` is
+heard window by window (:func:`asrkit.longform.ctc_logits`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from asrkit.ctc_decoding import CTCDecoder, DecodingOptions
 from asrkit.data.padding import pad_waveforms
 from asrkit.longform import ctc_logits, decode_ctc
 from asrkit.models.steps import DTYPES
-from asrkit.models.whisper import generate_texts, is_english_only
 from asrkit.models.whisper_collator import whisper_inputs
+from asrkit.models.whisper_generation import generate_texts, is_english_only
 
 log = logging.getLogger(__name__)
 

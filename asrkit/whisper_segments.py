@@ -1,6 +1,6 @@
 """Whisper's timed segments (and, when asked, word times) for :mod:`asrkit.transcribe`'s subtitles and JSON.
 
-The same ``generate()`` calls as :func:`asrkit.models.whisper.generate_texts` (files within the window in one
+The same ``generate()`` calls as :func:`asrkit.models.whisper_generation.generate_texts` (files within the window in one
 short-form call, longer ones by long-form sequential decoding with ``return_timestamps=True``), with
 ``return_segments=True``: transformers then also returns, per file, the segments it cut at the timestamp
 tokens the model predicted (``start``/``end`` in seconds from the file's start, ``tokens``). The texts come
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from asrkit.models.whisper import timestamps_beyond_window
+from asrkit.models.whisper_generation import timestamps_beyond_window
 
 
 def set_alignment_heads(model: Any, heads: list[list[int]] | None, checkpoint: str) -> None:

@@ -13,9 +13,6 @@ and filtering again.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +23,7 @@ import datasets
 import torch
 from torch.utils.data import DataLoader
 
+from asrkit.data import preprocessed
 from asrkit.data.audio import audio_name
 from asrkit.data.augment import WaveformAugment
 from asrkit.data.collator import Collator
@@ -39,7 +37,6 @@ from asrkit.data.static_shapes import StaticShapeCollator, StaticShapes, audio_e
 
 log = logging.getLogger(__name__)
 
-ROW = "_asrkit_row"  # the source row of a kept example, in preprocessed rows
 PROBLEM = "_asrkit_problem"  # why a header cannot be used, in the measured headers
 
 
@@ -275,55 +272,22 @@ class IndexedSplits:
         saved = {}
         for role in self.options.roles():
             dataset, durations, problems = self._measure(role)
-            numbered = dataset.add_column(ROW, list(range(len(dataset))))
+            numbered = dataset.add_column(preprocessed.ROW, list(range(len(dataset))))
             kept, kept_durations = self._filter(role, numbered, durations, problems)
             path = self._preprocessed_path(role)
-            rows = datasets.Dataset.from_dict({"index": kept[ROW], DURATION: kept_durations})
-            rows.save_to_disk(str(path))
-            source = {"fingerprint": dataset._fingerprint, "rows": len(dataset)}  # of the unfiltered split
-            # and what was dropped, so that a run that loads the rows still reports it in metrics.json
-            (path / "asrkit.json").write_text(json.dumps(source | {"excluded": self.excluded[role]}) + "\n")
+            preprocessed.save_rows(path, kept, kept_durations, dataset, self.excluded[role])
             log.info("%s split: saved the preprocessed rows to %s", role, path)
             saved[role] = path
         return saved
 
     def _preprocessed_path(self, role: str) -> Path:
-        """``<preprocessed_dir>/<role>-<hash of every setting that decides which rows survive>``."""
-        source = self.options.source
-        settings = {
-            "source": source.load_kwargs(),
-            "split": source.split_name(role),
-            "sources": source.sources if source.sources else None,
-            "max_samples": source.max_samples(role),
-            "rules": dataclasses.asdict(self.options.filters.rules(role, self.collator)),
-            "text": self.prepare_text.keywords,
-            "collator": type(self.collator).__qualname__,
-        }
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        cache = source.cache_dir or datasets.config.HF_DATASETS_CACHE
-        return Path(source.preprocessed_dir or Path(cache) / "asrkit_preprocessed") / f"{role}-{key}"
+        return preprocessed.rows_path(self.options, role, self.collator, self.prepare_text)
 
     def _load_preprocessed(self, role: str) -> tuple[datasets.Dataset, list[float]] | None:
-        path = self._preprocessed_path(role)
-        if not path.is_dir():
+        loaded = preprocessed.load_rows(self.options, role, self.prepare_text, self._preprocessed_path(role))
+        if loaded is None:
             return None
-        rows = datasets.load_from_disk(str(path))
-        dataset = read_role(self.options, role, self.prepare_text)
-        saved = json.loads((path / "asrkit.json").read_text())
-        source = {key: saved.get(key) for key in ("fingerprint", "rows")}
-        if source != {"fingerprint": dataset._fingerprint, "rows": len(dataset)}:
-            log.warning(
-                "%s split changed since %s was preprocessed (%s): reading and filtering it again; "
-                "run preprocess_only=true to refresh",
-                role,
-                path,
-                source,
-            )
-            return None
-        if "excluded" in saved:  # (rows saved before asrkit kept this: none to report)
-            self.excluded[role] = saved["excluded"]
-        durations = [float(d) for d in rows[DURATION]]
-        log.info(
-            "%s split: %d examples, %.2f h of audio (preprocessed: %s)", role, len(rows), sum(durations) / 3600, path
-        )
-        return dataset.select(rows["index"]), durations
+        dataset, durations, excluded = loaded
+        if excluded is not None:  # (rows saved before asrkit kept this: none to report)
+            self.excluded[role] = excluded
+        return dataset, durations
