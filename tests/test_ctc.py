@@ -29,7 +29,7 @@ from asrkit.data.text import chars_to_ignore_pattern, prepare_label_text_ignorin
 from asrkit.models.ctc import Wav2Vec2CTCCollator, ctc_loss, greedy_decode
 from asrkit.models.ctc_vocab import build_ctc_tokenizer, build_vocabulary, cached_vocabulary
 from asrkit.models.wav2vec2_ctc import Wav2Vec2CTCModule
-from asrkit.train import train
+from asrkit.train import steppable, train
 from tests.conftest import TINY_RUN, compose_config
 from tests.replicas.ctc import CTC_KINDS, PREPROCESSORS, TOKENIZERS, build_ctc_replica, published_config
 
@@ -198,6 +198,15 @@ def test_the_ctc_loss_runs_in_float32_under_bf16_autocast_as_transformers_comput
     assert module.model.config.ctc_loss_reduction == "mean" and module.model.config.pad_token_id == blank
     torch.testing.assert_close(full, reference.loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mixed, full, rtol=0.05, atol=0.05)
+
+
+def test_a_module_readied_outside_a_trainer_saves_its_vocabulary_as_train_does(tmp_path: Path) -> None:
+    # benchmarks/gpu_check.py readies a run's own config (model.tokenizer_dir set) with no Trainer attached
+    cfg = compose_config(["experiment=demo_ctc", f"model.tokenizer_dir={tmp_path / 'tokenizer'}"], tmp_path)
+    module, datamodule = steppable(cfg)
+    vocabulary = json.loads((tmp_path / "tokenizer" / "vocab.json").read_text())
+    assert vocabulary == module.collator.tokenizer.get_vocab()
+    module.training_step(next(iter(datamodule.train_dataloader())), 0).backward()
 
 
 @pytest.mark.parametrize("norm", ["layer", "group"])
