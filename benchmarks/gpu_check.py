@@ -7,7 +7,10 @@
 datamodule as asrkit does, and counts with torch.utils.flop_counter.FlopCounterMode (benchmarks/mfu.py's
 counting, its CPU SDPA formulas included) the forward + backward FLOPs of real training batches of the run's
 batch size, under the run's autocast; it also times large square matmuls on the same device in the run's
-precision (bf16 for bf16-mixed) for the peak. It writes both to ``<run dir>/gpu_check.json``. ``report``
+precision (bf16 for bf16-mixed) for the peak. Where the time goes: the training loader alone (samples/s it
+delivers, consumed as fast as it comes, with the run's workers) and training steps alone (forward, backward,
+clipping and the run's optimizer on one batch already on the device), and with ``--compile`` the same steps with
+``model.compile=true`` (and the seconds its first step took). It writes all to ``<run dir>/gpu_check.json``. ``report``
 reads each run's ``metrics.json`` (training summary), ``evaluate/metrics.json`` (asrkit.evaluate's real-time
 factor) and ``gpu_check.json``, and computes MFU = FLOPs per sample x samples/s (steady state) / peak.
 """
@@ -48,6 +51,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _empty(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, sizes: list[int], repeats: int) -> tuple[float, int]:
     """Best FLOP/s of n x n @ n x n on ``device`` (synchronised), over the sizes and repeats, and its size."""
     best, best_n = 0.0, 0
@@ -68,10 +76,54 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, sizes: list[int], repe
     return best, best_n
 
 
-def flops(run: Path, batches: int, sizes: list[int], repeats: int) -> None:
-    from hydra.utils import instantiate
+def loader_rate(datamodule: Any, batches: int) -> float:
+    """Samples/s the training loader alone delivers (decoding, features, collation in its workers), consumed as
+    fast as it comes: ``batches`` batches after a first one (workers started), epochs restarted as training does."""
+    loader = datamodule.train_dataloader()
+    rows, start, counted = 0, None, 0
+    while counted < batches:
+        for batch in loader:
+            if start is None:
+                start = time.perf_counter()  # the first batch: workers are up
+                continue
+            rows += int(batch["labels"].shape[0])
+            counted += 1
+            if counted == batches:
+                break
+    return rows / (time.perf_counter() - start)
 
+
+def step_rate(module: Any, cfg: Any, batch: Any, device: torch.device, bf16: bool, steps: int) -> float:
+    """Samples/s of training steps alone on one batch already on ``device``: forward under the run's autocast,
+    backward, gradient clipping as configured, the run's optimizer (asrkit.optim: fused AdamW where supported);
+    3 untimed steps first, synchronised."""
+    from asrkit import optim
+
+    optimizer = optim.build_optimizer(module.model, cfg.optimizer)
+    parameters = [p for p in module.model.parameters() if p.requires_grad]
+    clip = cfg.trainer.get("gradient_clip_val")
+    rows = int(batch["labels"].shape[0])
+    start = 0.0
+    for step in range(3 + steps):
+        if step == 3:
+            _sync(device)
+            start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = module.training_step(batch, step)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(parameters, float(clip))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _sync(device)
+    return steps * rows / (time.perf_counter() - start)
+
+
+def flops(
+    run: Path, batches: int, sizes: list[int], repeats: int, loader_batches: int, steps: int, compiled: bool
+) -> None:
     from asrkit.config import compose_config
+    from asrkit.train import steppable
 
     recorded = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     overrides = [override for override in recorded if not override.startswith("hydra.")]
@@ -79,13 +131,7 @@ def flops(run: Path, batches: int, sizes: list[int], repeats: int) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = str(cfg.hw.precision).startswith("bf16")
     torch.manual_seed(0)
-    module = instantiate(cfg.model, optimizer=cfg.optimizer, _recursive_=False)
-    module.log = lambda *args, **kwargs: None  # training_step logs; there is no Trainer here
-    datamodule = instantiate(cfg.data, collator=module.collator)
-    datamodule.setup("fit")
-    if getattr(module, "needs_vocabulary", False):  # CTC: as asrkit.train does, then configure_model's build
-        module.build_vocabulary(datamodule.training_transcripts())
-        module._build_model(load_weights=True)
+    module, datamodule = steppable(cfg)
     module.to(device).train()
     loader = iter(datamodule.train_dataloader())
     total, rows = 0, 0
@@ -99,9 +145,24 @@ def flops(run: Path, batches: int, sizes: list[int], repeats: int) -> None:
         module.zero_grad(set_to_none=True)
         total += counter.get_total_flops()
         rows += int(batch["labels"].shape[0])
-    del module, loader
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    del loader
+    # where the time goes: the loader alone, then the steps alone on the last batch (both at the run's batch size)
+    loading = loader_rate(datamodule, loader_batches)
+    stepping = step_rate(module, cfg, batch, device, bf16, steps)
+    del module
+    compiled_rate, compile_seconds = None, None
+    if compiled:  # the same steps with model.compile=true (asrkit's torch.compile of the network, on the first step)
+        _empty(device)
+        torch.manual_seed(0)
+        module, _ = steppable(compose_config([*overrides, "model.compile=true"], run / "gpu_check_tmp"))
+        module.to(device).train()
+        start = time.perf_counter()
+        step_rate(module, cfg, batch, device, bf16, 1)  # compiles
+        compile_seconds = time.perf_counter() - start
+        compiled_rate = step_rate(module, cfg, batch, device, bf16, steps)
+        del module
+    del batch
+    _empty(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
     peak, n = matmul_peak(device, dtype, sizes, repeats)
     result = {
@@ -109,6 +170,12 @@ def flops(run: Path, batches: int, sizes: list[int], repeats: int) -> None:
         "flops_per_sample": total / rows,
         "flop_batches": batches,
         "flop_samples": rows,
+        "loader_samples_per_second": loading,
+        "loader_batches": loader_batches,
+        "step_samples_per_second": stepping,
+        "steps_timed": steps,
+        "compiled_step_samples_per_second": compiled_rate,
+        "compile_seconds": compile_seconds,
         "peak_flops": peak,
         "peak_dtype": str(dtype).removeprefix("torch."),
         "peak_n": n,
@@ -131,8 +198,11 @@ def report(runs: list[Path]) -> None:
         mfu = None if speed is None else measured["flops_per_sample"] * speed / measured["peak_flops"]
         memory = summary["peak_memory"]
         peak = f"{measured['peak_flops'] / 1e12:.1f} {measured['peak_dtype']}"
+        loading, stepping = measured.get("loader_samples_per_second"), measured.get("step_samples_per_second")
         rows.append(
             f"| {run.name} | {summary['global_step']} | {_cell(speed, '.2f')} | "
+            f"{_cell(loading, '.1f')} | {_cell(stepping, '.1f')} | "
+            f"{_cell(measured.get('compiled_step_samples_per_second'), '.1f')} | "
             f"{measured['flops_per_sample'] / 1e9:.1f} | {peak} | "
             f"{_cell(None if mfu is None else 100 * mfu, '.1f')} | {_cell(memory['device_gib'], '.2f')} | "
             f"{memory['rss_gib']:.2f} | {summary['wall_seconds']:.0f} | {evaluated['real_time_factor']:.4f} |"
@@ -141,10 +211,11 @@ def report(runs: list[Path]) -> None:
             result = speed
     print(f"device: {measured['device']}")
     print(
-        "| run | steps | samples/s | GFLOP/sample (fwd+bwd) | matmul peak TFLOP/s | MFU % | "
-        "peak device GiB | peak RSS GiB | train wall s | eval RTF |"
+        "| run | steps | samples/s | loader alone samples/s | steps alone samples/s | compiled steps samples/s | "
+        "GFLOP/sample (fwd+bwd) | "
+        "matmul peak TFLOP/s | MFU % | peak device GiB | peak RSS GiB | train wall s | eval RTF |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"RESULT gpu_check {_cell(result, '.2f')}")
 
@@ -157,11 +228,15 @@ def main() -> None:
     count.add_argument("--batches", type=int, default=3, help="training batches counted")
     count.add_argument("--matmul-sizes", type=int, nargs="+", default=[4096, 8192])
     count.add_argument("--matmul-repeats", type=int, default=5)
+    count.add_argument("--loader-batches", type=int, default=24, help="training batches read by the loader alone")
+    count.add_argument("--steps", type=int, default=10, help="timed training steps on one batch alone")
+    count.add_argument("--compile", action="store_true", help="also time the steps alone with model.compile=true")
     table = sub.add_parser("report", help="the table of the runs (the first one's samples/s is the RESULT)")
     table.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args()
     if args.command == "flops":
-        flops(args.run, args.batches, args.matmul_sizes, args.matmul_repeats)
+        sizes, repeats = args.matmul_sizes, args.matmul_repeats
+        flops(args.run, args.batches, sizes, repeats, args.loader_batches, args.steps, args.compile)
     else:
         report(args.runs)
 

@@ -9,7 +9,9 @@
 #
 # Environment: PYTHON (default `uv run python` where uv exists, else python), GPU_CHECK_DIR (where the runs go,
 # default outputs/gpu_check/<date-time>), WHISPER_STEPS, CTC_STEPS, BATCH, NUM_WORKERS, PRECISION,
-# EVAL_SAMPLES (test utterances evaluated; null = all 100), MATMUL_SIZES (n of the peak's matmuls), FLOP_BATCHES.
+# EVAL_SAMPLES (test utterances evaluated; null = all 100), MATMUL_SIZES (n of the peak's matmuls), FLOP_BATCHES,
+# LOADER_BATCHES and TIMED_STEPS (where the time goes: the training loader alone, then training steps alone),
+# COMPILE_STEPS=1 (also time the steps alone with model.compile=true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,7 @@ if [[ $SMOKE == 1 ]]; then
   WHISPER_SIZES=() CTC_SIZES=()
   WHISPER_NAME=whisper_demo_sized CTC_NAME=wav2vec2_demo_sized
   EVAL_SAMPLES=${EVAL_SAMPLES:-16} MATMUL_SIZES=${MATMUL_SIZES:-1024} FLOP_BATCHES=${FLOP_BATCHES:-1}
+  LOADER_BATCHES=${LOADER_BATCHES:-8} TIMED_STEPS=${TIMED_STEPS:-4}
 else
   WHISPER_STEPS=${WHISPER_STEPS:-120} CTC_STEPS=${CTC_STEPS:-150} BATCH=${BATCH:-64} NUM_WORKERS=${NUM_WORKERS:-8}
   # whisper-small (openai/whisper-small's WhisperConfig sizes) with its real 30 s window: 1500 encoder positions,
@@ -61,6 +64,7 @@ else
   )
   WHISPER_NAME=whisper_small_sized CTC_NAME=wav2vec2_large_sized
   EVAL_SAMPLES=${EVAL_SAMPLES:-null} MATMUL_SIZES=${MATMUL_SIZES:-4096 8192} FLOP_BATCHES=${FLOP_BATCHES:-3}
+  LOADER_BATCHES=${LOADER_BATCHES:-24} TIMED_STEPS=${TIMED_STEPS:-10}
 fi
 
 # Training time goes to training: no validation (val_check_interval past max_steps), no test, no periodic checkpoint
@@ -94,8 +98,9 @@ run() {  # name experiment steps sizes...
     "max_eval_samples=$EVAL_SAMPLES" "hydra.run.dir=$run_dir/evaluate" >"$run_dir/evaluate.log" 2>&1; then
     tail -n 40 "$run_dir/evaluate.log"; echo "gpu_check: $name evaluation failed" >&2; exit 1
   fi
-  echo "== $name: counting FLOPs and the matmul peak (log: $run_dir/flops.log)"
+  echo "== $name: counting FLOPs, timing the loader and the steps alone, the matmul peak (log: $run_dir/flops.log)"
   if ! "${PY[@]}" benchmarks/gpu_check.py flops "$run_dir" --batches "$FLOP_BATCHES" \
+    --loader-batches "$LOADER_BATCHES" --steps "$TIMED_STEPS" $([[ ${COMPILE_STEPS:-0} == 1 ]] && echo --compile) \
     --matmul-sizes "${matmul_sizes[@]}" >"$run_dir/flops.log" 2>&1; then
     tail -n 40 "$run_dir/flops.log"; echo "gpu_check: $name FLOP count failed" >&2; exit 1
   fi
