@@ -292,9 +292,8 @@ class _Clipped(steps.EvaluationHooks, L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         config = optim.configure_optimizers(self.model, self.optimizer_cfg, self.trainer.max_steps, self.trainer)
-        config["optimizer"].register_step_post_hook(
-            lambda *_: self.norms.append(self._grad_norm())
-        )  # step ran the closure
+        optimizer = config["optimizer"]
+        optimizer.register_step_post_hook(lambda *_: self.norms.append(self._grad_norm()))  # after the closure
         return config
 
     def _grad_norm(self) -> float:
