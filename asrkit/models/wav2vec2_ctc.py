@@ -213,8 +213,7 @@ class Wav2Vec2CTCModule(steps.EvaluationHooks, L.LightningModule):
                 "model.tokenizer=<dir with vocab.json> (an asrkit export or run's tokenizer/)"
             )
         self._build_model(load_weights=True)
-        trainer = getattr(self, "_trainer", None)  # none for steps outside a Trainer (asrkit.train.steppable)
-        if self.hparams.tokenizer_dir and (trainer is None or trainer.is_global_zero):
+        if self.hparams.tokenizer_dir and getattr(self._trainer, "is_global_zero", True):  # no Trainer: steppable
             self.collator.tokenizer.save_pretrained(self.hparams.tokenizer_dir)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
