@@ -42,7 +42,12 @@ from asrkit.data.padding import IGNORE_INDEX
 from asrkit.models import steps
 from asrkit.models.spec_augment import apply_spec_augment, masks_time, spec_augment_settings
 from asrkit.models.whisper_collator import WhisperCollator
-from asrkit.models.whisper_generation import MULTILINGUAL_VOCAB_SIZE, generate_texts, generation_config, is_english_only
+from asrkit.models.whisper_generation import (
+    MULTILINGUAL_VOCAB_SIZE,
+    generate_texts,
+    is_english_only,
+    random_init_generation_config,
+)
 
 ENCODER_POSITIONS_PER_SECOND = 50  # 100 log-mel frames per second, halved by the stride-2 conv
 
@@ -82,7 +87,7 @@ def _random_whisper(tokenizer: WhisperTokenizer, settings: dict[str, Any], attn:
         **settings,
     )
     model = WhisperForConditionalGeneration._from_config(config, attn_implementation=attn)
-    model.generation_config = generation_config(tokenizer, config.max_target_positions, multilingual)
+    model.generation_config = random_init_generation_config(tokenizer, config.max_target_positions, multilingual)
     return model
 
 

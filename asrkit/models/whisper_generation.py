@@ -13,7 +13,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 MULTILINGUAL_VOCAB_SIZE = 51865  # smaller vocabularies are English-only (transformers' convert_openai_to_hf)
 
 
-def generation_config(tokenizer: WhisperTokenizer, max_length: int, multilingual: bool) -> GenerationConfig:
+def random_init_generation_config(tokenizer: WhisperTokenizer, max_length: int, multilingual: bool) -> GenerationConfig:
     """What ``generate()`` needs to know, for a randomly initialised model; an English-only one, like the
     ``.en`` checkpoints, has no ``lang_to_id``/``task_to_id`` and ``is_multilingual: false``."""
     token_id = tokenizer.convert_tokens_to_ids
